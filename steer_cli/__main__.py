@@ -1,0 +1,3 @@
+from steer_cli.cli import main
+
+main()
