@@ -172,6 +172,21 @@ def load_listops(
     }
 
 
+def load_splits(task: Task, data) -> dict[str, list[Example]]:
+    """The train/validation/test examples a recipe's ``data`` section asks for."""
+    if task.name == "listops":
+        return load_listops(
+            data.train_size,
+            data.validation_size or 0,
+            data.test_size,
+            seed=data.seed,
+            depth=data.listops.depth,
+            arity=data.listops.arity,
+            branch_p=data.listops.branch_p,
+        )
+    raise SteerError(f"task {task.name!r} has no data source yet")  # pragma: no cover
+
+
 # -------------------------------------------------------------------------------- registry
 
 TASKS: dict[str, Task] = {task.name: task for task in (LISTOPS,)}

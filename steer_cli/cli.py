@@ -1,0 +1,131 @@
+"""The ``steer`` command line: parse, call, render. No torch at import time, so --help is fast."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from steer_cli import __version__
+from steer_cli.errors import SteerError
+
+app = typer.Typer(
+    name="steer",
+    help="Train, evaluate and analyse activation adapters and their baselines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"steer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Activation adapters: small trainable modules that edit an LLM's hidden states."""
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def train(
+    recipe: Annotated[Path, typer.Argument(help="YAML recipe, e.g. recipes/quickstart.yaml.")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Dotted overrides: train.lr=1e-3 adapter.rank=4 model=tiny-llama"),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Run directory [default: runs/NAME].")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing run directory.")
+    ] = False,
+) -> None:
+    """Train a method from a recipe; evaluate before and after; write a run directory."""
+    from steer_cli.recipe import load_recipe
+
+    config = load_recipe(recipe, overrides or [])
+    from steer_cli import rundir
+    from steer_cli import train as training
+
+    out = output or rundir.default_output(config.name or config.method)
+    training.run(config, out, overwrite=overwrite)
+
+
+def _not_built(command: str, issue: str) -> None:
+    typer.echo(f"steer {command} is not built yet ({issue}).", err=True)
+    raise typer.Exit(2)
+
+
+@app.command(
+    name="eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def eval_(ctx: typer.Context) -> None:
+    """Evaluate a run with lm-evaluation-harness or AlpacaEval-style judging (not built yet)."""
+    _not_built("eval", "lm-eval and AlpacaEval-style evaluation are planned")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def oracle(ctx: typer.Context) -> None:
+    """Analyse where and how to steer, from a base and a fine-tuned model. (not built yet)"""
+    _not_built("oracle", "the oracle analyses are planned")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def compare(ctx: typer.Context) -> None:
+    """Print results tables beside the paper's published numbers. (not built yet)"""
+    _not_built("compare", "comparison tables are planned")
+
+
+def main() -> None:
+    """Entry point: user errors become two short lines and exit 1 (STEER_DEBUG=1: traceback)."""
+    try:
+        app(standalone_mode=False)
+    except SteerError as err:
+        _fail(err.message, err.hint)
+    except KeyboardInterrupt:
+        _fail("interrupted; no run directory was written", code=130)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except SystemExit:
+        raise
+    except Exception as err:  # click usage errors and the unexpected
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        if isinstance(err, click.exceptions.Abort):
+            _fail("aborted", code=130)
+        if os.environ.get("STEER_DEBUG"):
+            raise
+        _fail(f"{type(err).__name__}: {err}", "set STEER_DEBUG=1 to see the traceback")
+
+
+def _fail(message: str, hint: str | None = None, code: int = 1) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    stderr = Console(stderr=True)
+    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if hint:
+        stderr.print(f"[dim]{escape(hint)}[/]", highlight=False, soft_wrap=True)
+    if os.environ.get("STEER_DEBUG"):
+        import traceback
+
+        traceback.print_exc()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

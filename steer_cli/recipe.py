@@ -1,0 +1,208 @@
+"""Recipe schema, strict YAML loading, dotted ``key=value`` overrides and method presets.
+
+A recipe is validated in full before anything heavy happens: an unknown key names the closest
+valid one, a wrong type names the key and the expected type. Torch-free so errors come fast.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from steer_cli.engine.names import ACTIVATIONS, PARAMETERIZATIONS, POSITIONS, SITES
+from steer_cli.errors import SteerError
+from steer_cli.methods import METHODS
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(_Section):
+    name: str = Field("smollm2-135m", description="hub id, local dir, smollm2-135m or tiny-*")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+
+
+class AdapterSection(_Section):
+    site: Literal[SITES] = "block_output"
+    parameterization: Literal[PARAMETERIZATIONS] = "lowrank"
+    rank: int = Field(8, ge=1)
+    activation: Literal[ACTIVATIONS] = "none"
+    bias: bool = False
+    layers: str | list[int] = "all"
+    positions: Literal[POSITIONS] = "all"
+
+
+class ListOpsSection(_Section):
+    depth: int = Field(2, ge=1, description="maximum operator nesting depth")
+    arity: int = Field(4, ge=2, description="maximum arguments per operator")
+    branch_p: float = Field(0.25, ge=0, le=1, description="chance an argument is an operator")
+
+
+class DataSection(_Section):
+    task: str = "listops"
+    train_size: int | None = Field(1000, ge=1, description="examples (generated or at most)")
+    validation_size: int | None = Field(100, ge=0)
+    test_size: int | None = Field(200, ge=1)
+    seed: int = 42
+    chat_template: bool | Literal["auto"] = "auto"
+    max_length: int = Field(512, ge=8, description="tokens; prompts are cut, answers never")
+    listops: ListOpsSection = ListOpsSection()
+
+
+class TrainSection(_Section):
+    lr: float = Field(2e-3, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
+    batch_size: int = Field(8, ge=1, description="effective batch (examples per optimizer step)")
+    micro_batch_size: int | None = Field(None, ge=1, description="per forward; accumulates")
+    seed: int = 42
+    weight_decay: float = Field(0.0, ge=0)
+    scheduler: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_ratio: float = Field(0.0, ge=0, le=1)
+    max_grad_norm: float | None = Field(None, gt=0)
+    log_every: int = Field(10, ge=1)
+
+
+class EvalSection(_Section):
+    batch_size: int = Field(32, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1, description="default: the task's")
+    before: bool = Field(True, description="also evaluate the base model before training")
+
+
+class Recipe(_Section):
+    name: str | None = None
+    method: str = "postblock"
+    model: ModelSection = ModelSection()
+    adapter: AdapterSection = AdapterSection()
+    data: DataSection = DataSection()
+    train: TrainSection = TrainSection()
+    eval: EvalSection = EvalSection()
+
+    def resolved(self) -> dict:
+        """The fully populated recipe, as written to a run's ``config.yaml``."""
+        return self.model_dump(mode="json")
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
+    """Read a YAML recipe (or start empty), apply ``a.b=value`` overrides and the method preset."""
+    raw: dict = {}
+    if path is not None:
+        raw = _read_yaml(Path(path))
+        raw.setdefault("name", Path(path).stem)
+    raw = _normalise(raw)
+    for item in overrides:
+        _apply_override(raw, item)
+    return build_recipe(raw)
+
+
+def build_recipe(raw: dict) -> Recipe:
+    """Validate a recipe dict: the method's preset first, the user's values on top."""
+    raw = _normalise(copy.deepcopy(raw))
+    method = raw.get("method", Recipe.model_fields["method"].default)
+    if not isinstance(method, str) or method not in METHODS:
+        raise SteerError(
+            f"unknown method {method!r}",
+            _suggest(str(method), list(METHODS), what="methods"),
+        )
+    merged = _deep_merge(METHODS[method].defaults, raw)
+    try:
+        return Recipe.model_validate(merged)
+    except ValidationError as err:
+        raise _explain(err) from None
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    if not path.is_file():
+        raise SteerError(f"recipe not found: {path}", "pass the path of a YAML recipe file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise SteerError(f"{path}: {problem}{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SteerError(f"{path}: a recipe must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _normalise(raw: dict) -> dict:
+    """Accept the shorthand ``model: NAME`` for ``model: {name: NAME}``."""
+    if isinstance(raw.get("model"), str):
+        raw["model"] = {"name": raw["model"]}
+    return raw
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    import yaml
+
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise SteerError(
+            f"override {item!r} is not of the form key=value", "example: train.lr=1e-3"
+        )
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    parts = key.strip().split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise SteerError(f"override {item!r}: {where!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _valid_keys(loc: tuple) -> list[str]:
+    node: Any = Recipe().model_dump()
+    for part in loc:
+        node = node.get(part) if isinstance(node, dict) else None
+    return list(node) if isinstance(node, dict) else []
+
+
+def _suggest(word: str, options: list[str], what: str = "keys", prefix: str = "") -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
+    listed = ", ".join(options)
+    if close:
+        return f"did you mean {prefix + close[0]!r}? (valid {what}: {listed})"
+    return f"valid {what}: {listed}"
+
+
+def _explain(err: ValidationError) -> SteerError:
+    """Turn pydantic's report into one line naming the key, plus a hint."""
+    first = err.errors()[0]
+    loc = tuple(str(p) for p in first["loc"] if not isinstance(p, int))
+    key = ".".join(loc)
+    more = f" (and {err.error_count() - 1} more problems)" if err.error_count() > 1 else ""
+    if first["type"] == "extra_forbidden":
+        prefix = "".join(f"{p}." for p in loc[:-1])
+        hint = _suggest(loc[-1], _valid_keys(loc[:-1]), prefix=prefix)
+        return SteerError(f"unknown recipe key {key!r}{more}", hint)
+    expected = first["msg"].replace("Input should be", "should be").replace("Value error, ", "")
+    return SteerError(f"recipe key {key!r} {expected}, got {first.get('input')!r}{more}")

@@ -1,0 +1,114 @@
+"""Terminal output shared by every command: rich when on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def human_count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def human_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+class StepProgress:
+    """A progress display for ``total`` steps with live fields (loss, tok/s, ...).
+
+    On a terminal: a rich bar with ETA. Elsewhere (CI logs, pipes): one plain line every
+    ``every`` steps and at the end, so logs stay readable.
+    """
+
+    def __init__(self, label: str, total: int, *, every: int = 10, stream: Console = err_console):
+        self.label = label
+        self.total = total
+        self.every = every
+        self.stream = stream
+        self.done = 0
+        self.start = time.perf_counter()
+        self._progress = None
+        self._task = None
+
+    def __enter__(self) -> StepProgress:
+        if self.stream.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=self.stream,
+                transient=False,
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self.label, total=self.total, info="")
+        return self
+
+    def advance(self, n: int = 1, **fields: str) -> None:
+        self.done += n
+        info = "  ".join(f"{k} {v}" for k, v in fields.items())
+        if self._progress is not None:
+            self._progress.update(self._task, advance=n, info=info)
+            return
+        if self.done % self.every == 0 or self.done >= self.total:
+            elapsed = time.perf_counter() - self.start
+            eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+            self.stream.print(
+                f"{self.label} {self.done}/{self.total}  {info}  eta {human_duration(eta)}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+
+def results_table(results: dict) -> Table:
+    """The accuracy table printed at the end of ``steer train``."""
+    table = Table(title=f"{results['method']} on {results['task']} ({results['model']})")
+    table.add_column("")
+    table.add_column("accuracy", justify="right")
+    table.add_column("correct", justify="right")
+    for label, key in (("base model", "before"), ("trained", "after")):
+        ev = results.get("eval", {}).get(key)
+        if ev:
+            table.add_row(label, f"{100 * ev['accuracy']:.1f}%", f"{ev['correct']}/{ev['total']}")
+    return table
+
+
+def results_footer(results: dict) -> str:
+    return (
+        f"trainable {human_count(results['trainable_params'])} params "
+        f"({results['trainable_percent']:.4f}% of {human_count(results['base_params'])})  ·  "
+        f"{results['steps']} steps  ·  train {human_duration(results['train_seconds'])}  ·  "
+        f"total {human_duration(results['wall_seconds'])}"
+    )

@@ -1,0 +1,320 @@
+"""``steer train``: one loop for every method, and the run it writes.
+
+The loop knows parameters, batches and a loss, not methods: activation adapters hand it their
+parameters; weight-space methods will hand it theirs. Accelerate places it on the device and
+carries it across processes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from steer_cli.data.encode import IGNORE_INDEX, collate_right_padded
+from steer_cli.recipe import Recipe, TrainSection
+
+
+@dataclass
+class StepStats:
+    step: int
+    total_steps: int
+    loss: float
+    lr: float
+    tokens: int  # non-pad tokens processed in this step
+    seconds: float
+
+
+@dataclass
+class LoopSummary:
+    steps: int
+    tokens: int
+    supervised_tokens: int
+    seconds: float
+    final_loss: float
+
+
+class _Trainable(nn.Module):
+    """Model plus its trainable parts as one module, so DDP sees the adapters' parameters."""
+
+    def __init__(self, model: nn.Module, extra: nn.Module | None):
+        super().__init__()
+        self.model = model
+        self.extra = extra
+
+    def forward(self, **batch):
+        return self.model(**batch)
+
+
+def plan_steps(n_examples: int, cfg: TrainSection) -> int:
+    if cfg.max_steps:
+        return cfg.max_steps
+    return max(1, math.ceil(n_examples / cfg.batch_size * cfg.epochs))
+
+
+def _example_order(n: int, seed: int) -> Iterator[int]:
+    """Epoch after epoch of seeded permutations: the data order depends only on the seed."""
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        yield from torch.randperm(n, generator=generator).tolist()
+
+
+def train_loop(
+    model: nn.Module,
+    trainable: nn.Module | None,
+    rows: list[dict],
+    cfg: TrainSection,
+    *,
+    pad_id: int,
+    on_step: Callable[[StepStats], None] | None = None,
+) -> LoopSummary:
+    """AdamW over the parameters that require grad, effective batch by gradient accumulation.
+
+    The loss is the mean over the supervised (answer + EOS) tokens of the whole effective batch,
+    however it is split into micro-batches or processes.
+    """
+    from accelerate import Accelerator
+    from transformers import get_scheduler
+
+    device = next(model.parameters()).device
+    accelerator = Accelerator(cpu=device.type == "cpu")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if trainable is not None:
+        params += [p for p in trainable.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("nothing to train: no parameter requires grad")
+    total = plan_steps(len(rows), cfg)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = get_scheduler(
+        cfg.scheduler,
+        optimizer,
+        num_warmup_steps=round(cfg.warmup_ratio * total),
+        num_training_steps=total,
+    )
+    wrapped, optimizer = accelerator.prepare(_Trainable(model, trainable), optimizer)
+    micro = cfg.micro_batch_size or cfg.batch_size
+    world, rank = accelerator.num_processes, accelerator.process_index
+    order = _example_order(len(rows), cfg.seed)
+
+    wrapped.train()
+    start = time.perf_counter()
+    tokens_total = supervised_total = 0
+    loss_value = float("nan")
+    for step in range(1, total + 1):
+        step_start = time.perf_counter()
+        batch = [rows[next(order)] for _ in range(cfg.batch_size)]
+        # Next-token targets are labels[1:]; count them over the whole effective batch.
+        supervised = sum(sum(t != IGNORE_INDEX for t in r["labels"][1:]) for r in batch)
+        local = batch[rank::world]
+        chunks = [local[i : i + micro] for i in range(0, len(local), micro)]
+        loss_sum = 0.0
+        step_tokens = 0
+        for k, chunk in enumerate(chunks):
+            inputs = {
+                k2: v.to(accelerator.device)
+                for k2, v in collate_right_padded(chunk, pad_id).items()
+            }
+            labels = inputs.pop("labels")
+            step_tokens += int(inputs["attention_mask"].sum())
+            sync = k == len(chunks) - 1
+            with nullcontext() if sync else accelerator.no_sync(wrapped):
+                logits = wrapped(**inputs).logits
+                token_losses = nn.functional.cross_entropy(
+                    logits[:, :-1].flatten(0, 1).float(),
+                    labels[:, 1:].flatten(),
+                    ignore_index=IGNORE_INDEX,
+                    reduction="sum",
+                )
+                # DDP averages gradients over processes: scale so the result is the global mean.
+                accelerator.backward(token_losses * world / supervised)
+            loss_sum += float(token_losses.detach())
+        if cfg.max_grad_norm:
+            accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_value = loss_sum / supervised * world
+        tokens_total += step_tokens
+        supervised_total += supervised
+        if on_step:
+            on_step(
+                StepStats(
+                    step=step,
+                    total_steps=total,
+                    loss=loss_value,
+                    lr=scheduler.get_last_lr()[0],
+                    tokens=step_tokens,
+                    seconds=time.perf_counter() - step_start,
+                )
+            )
+    wrapped.eval()
+    return LoopSummary(
+        steps=total,
+        tokens=tokens_total,
+        supervised_tokens=supervised_total,
+        seconds=time.perf_counter() - start,
+        final_loss=loss_value,
+    )
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> dict:
+    """Train ``recipe`` and write its run directory; returns ``results.json``'s content."""
+    import yaml
+
+    from steer_cli import models, rundir
+    from steer_cli.atomic import write_json, write_text
+    from steer_cli.data.encode import encode_for_training, prompt_token_ids, uses_chat_template
+    from steer_cli.data.tasks import get_task, load_splits
+    from steer_cli.engine.adapters import AdapterShape
+    from steer_cli.engine.attach import InterventionSpec, attach
+    from steer_cli.errors import SteerError
+    from steer_cli.evaluate.generation import evaluate_accuracy
+    from steer_cli.report import (
+        StepProgress,
+        console,
+        err_console,
+        human_count,
+        results_footer,
+        results_table,
+    )
+
+    wall_start = time.perf_counter()
+    staged = rundir.StagedRun(output, overwrite=overwrite)
+    staged.check()
+    task = get_task(recipe.data.task)
+    splits = load_splits(task, recipe.data)
+
+    err_console.print(f"loading model [bold]{recipe.model.name}[/]")
+    model, tokenizer = models.load_model(
+        recipe.model.name,
+        dtype=recipe.model.dtype,
+        device=recipe.model.device,
+        seed=recipe.train.seed,
+    )
+    model.requires_grad_(False)
+    base_params = sum(p.numel() for p in model.parameters())
+    chat = uses_chat_template(tokenizer, recipe.data.chat_template)
+    train_rows, encode_stats = encode_for_training(
+        tokenizer, splits["train"], chat=chat, max_length=recipe.data.max_length
+    )
+    if not train_rows:
+        raise SteerError(
+            f"no training example fits data.max_length={recipe.data.max_length}",
+            "raise data.max_length",
+        )
+    test = splits["test"]
+    test_prompts = [prompt_token_ids(tokenizer, ex.prompt, chat) for ex in test]
+    max_new = recipe.eval.max_new_tokens or task.max_new_tokens
+
+    def evaluate(label: str) -> tuple[dict, list[dict]]:
+        with StepProgress(f"eval {label}", len(test), every=max(1, len(test) // 4)) as bar:
+            return evaluate_accuracy(
+                model,
+                tokenizer,
+                task,
+                test,
+                test_prompts,
+                max_new_tokens=max_new,
+                batch_size=recipe.eval.batch_size,
+                on_batch=lambda n: bar.advance(n),
+            )
+
+    a = recipe.adapter
+    spec = InterventionSpec(
+        site=a.site,
+        shape=AdapterShape(a.parameterization, a.rank, a.activation, a.bias),
+        layers=a.layers if isinstance(a.layers, str) else tuple(a.layers),
+        positions=a.positions,
+    )
+
+    with staged as run_dir:
+        write_text(run_dir / rundir.CONFIG, yaml.safe_dump(recipe.resolved(), sort_keys=False))
+        results: dict = {
+            "method": recipe.method,
+            "model": recipe.model.name,
+            "task": task.name,
+            "eval": {},
+        }
+        if recipe.eval.before:
+            results["eval"]["before"], _ = evaluate("before")
+
+        try:
+            interventions = attach(model, spec, seed=recipe.train.seed)
+        except ValueError as err:
+            raise SteerError(f"cannot attach the adapter: {err}") from None
+        trainable = interventions.num_parameters()
+        percent = 100 * trainable / base_params
+        err_console.print(
+            f"trainable parameters: [bold]{trainable:,}[/] ({human_count(trainable)}, "
+            f"{percent:.4f}% of {human_count(base_params)})  ·  "
+            f"{len(train_rows)} examples, {encode_stats.truncated} truncated, "
+            f"{encode_stats.dropped} dropped"
+        )
+
+        metrics_path = run_dir / rundir.METRICS
+        with (
+            metrics_path.open("w") as metrics,
+            StepProgress(
+                "train", plan_steps(len(train_rows), recipe.train), every=recipe.train.log_every
+            ) as bar,
+        ):
+
+            def on_step(s: StepStats) -> None:
+                metrics.write(
+                    json.dumps(
+                        {
+                            "step": s.step,
+                            "loss": s.loss,
+                            "lr": s.lr,
+                            "tokens": s.tokens,
+                            "seconds": s.seconds,
+                        }
+                    )
+                    + "\n"
+                )
+                metrics.flush()
+                bar.advance(
+                    1, loss=f"{s.loss:.4f}", lr=f"{s.lr:.1e}", tok_s=f"{s.tokens / s.seconds:,.0f}"
+                )
+
+            summary = train_loop(
+                model,
+                interventions,
+                train_rows,
+                recipe.train,
+                pad_id=tokenizer.pad_token_id,
+                on_step=on_step,
+            )
+
+        results["eval"]["after"], records = evaluate("after")
+        interventions.save(run_dir, metadata={"base_model": recipe.model.name})
+        with (run_dir / rundir.PREDICTIONS).open("w") as f:
+            for r in records:
+                f.write(json.dumps(r) + "\n")
+        results.update(
+            trainable_params=trainable,
+            base_params=base_params,
+            trainable_percent=percent,
+            steps=summary.steps,
+            train_tokens=summary.tokens,
+            supervised_tokens=summary.supervised_tokens,
+            final_loss=summary.final_loss,
+            examples={"train": len(train_rows), "test": len(test), **encode_stats.as_dict()},
+            train_seconds=summary.seconds,
+            wall_seconds=time.perf_counter() - wall_start,
+        )
+        write_json(run_dir / rundir.RESULTS, results)
+    console.print(results_table(results))
+    console.print(results_footer(results), highlight=False, soft_wrap=True)
+    console.print(f"run written to [bold]{output}[/]")
+    return results
