@@ -3,16 +3,47 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from steer_cli import __version__
 from steer_cli.errors import SteerError
 
+
+class _SteerGroup(TyperGroup):
+    """Turns user errors into two short lines and exit 1 (STEER_DEBUG=1 shows the traceback)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SteerError as err:
+            _fail(err.message, err.hint)
+        except KeyboardInterrupt:
+            _fail("interrupted; no run directory was written", code=130)
+        except (typer.TyperException, typer.Exit, typer.Abort):  # usage errors, exits
+            raise
+        except Exception as err:
+            if os.environ.get("STEER_DEBUG"):
+                raise
+            _fail(f"{type(err).__name__}: {err}", "set STEER_DEBUG=1 to see the traceback")
+
+
+def _fail(message: str, hint: str | None = None, code: int = 1) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    stderr = Console(stderr=True)
+    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if hint:
+        stderr.print(f"[dim]{escape(hint)}[/]", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
 app = typer.Typer(
+    cls=_SteerGroup,
     name="steer",
     help="Train, evaluate and analyse activation adapters and their baselines.",
     no_args_is_help=True,
@@ -88,43 +119,7 @@ def compare(ctx: typer.Context) -> None:
 
 
 def main() -> None:
-    """Entry point: user errors become two short lines and exit 1 (STEER_DEBUG=1: traceback)."""
-    try:
-        app(standalone_mode=False)
-    except SteerError as err:
-        _fail(err.message, err.hint)
-    except KeyboardInterrupt:
-        _fail("interrupted; no run directory was written", code=130)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except SystemExit:
-        raise
-    except Exception as err:  # click usage errors and the unexpected
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
-            _fail("aborted", code=130)
-        if os.environ.get("STEER_DEBUG"):
-            raise
-        _fail(f"{type(err).__name__}: {err}", "set STEER_DEBUG=1 to see the traceback")
-
-
-def _fail(message: str, hint: str | None = None, code: int = 1) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-
-    stderr = Console(stderr=True)
-    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    if hint:
-        stderr.print(f"[dim]{escape(hint)}[/]", highlight=False, soft_wrap=True)
-    if os.environ.get("STEER_DEBUG"):
-        import traceback
-
-        traceback.print_exc()
-    sys.exit(code)
+    app()
 
 
 if __name__ == "__main__":

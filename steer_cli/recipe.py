@@ -186,11 +186,39 @@ def _valid_keys(loc: tuple) -> list[str]:
     return list(node) if isinstance(node, dict) else []
 
 
+# Spellings users bring from transformers/peft/torchtune configs, mapped to ours.
+_SYNONYMS = {
+    "learning_rate": "lr",
+    "lr_scheduler": "scheduler",
+    "lr_scheduler_type": "scheduler",
+    "num_train_epochs": "epochs",
+    "num_epochs": "epochs",
+    "steps": "max_steps",
+    "per_device_train_batch_size": "micro_batch_size",
+    "gradient_accumulation_steps": "micro_batch_size",
+    "max_seq_length": "max_length",
+    "model_max_length": "max_length",
+    "torch_dtype": "dtype",
+    "model_name_or_path": "name",
+    "r": "rank",
+    "low_rank_dimension": "rank",
+    "layer": "layers",
+    "position": "positions",
+}
+
+
+def _closest(word: str, options: list[str]) -> str | None:
+    if _SYNONYMS.get(word) in options:
+        return _SYNONYMS[word]
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.0)
+    return close[0] if close else None
+
+
 def _suggest(word: str, options: list[str], what: str = "keys", prefix: str = "") -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
+    close = _closest(word, options)
     listed = ", ".join(options)
     if close:
-        return f"did you mean {prefix + close[0]!r}? (valid {what}: {listed})"
+        return f"did you mean {prefix + close!r}? (valid {what}: {listed})"
     return f"valid {what}: {listed}"
 
 

@@ -167,8 +167,18 @@ def train_loop(
 # -- the command ---------------------------------------------------------------------------------
 
 
-def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> dict:
-    """Train ``recipe`` and write its run directory; returns ``results.json``'s content."""
+@dataclass
+class TrainedRun:
+    """What ``run`` leaves in memory: the results, and the trained model for further use."""
+
+    results: dict
+    model: nn.Module
+    tokenizer: object
+    interventions: nn.Module
+
+
+def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
+    """Train ``recipe``, evaluate before and after, and write its run directory."""
     import yaml
 
     from steer_cli import models, rundir
@@ -195,11 +205,9 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> dict:
     splits = load_splits(task, recipe.data)
 
     err_console.print(f"loading model [bold]{recipe.model.name}[/]")
+    # No training seed here: a base model (tiny-* included) is defined by its name alone.
     model, tokenizer = models.load_model(
-        recipe.model.name,
-        dtype=recipe.model.dtype,
-        device=recipe.model.device,
-        seed=recipe.train.seed,
+        recipe.model.name, dtype=recipe.model.dtype, device=recipe.model.device
     )
     model.requires_grad_(False)
     base_params = sum(p.numel() for p in model.parameters())
@@ -317,4 +325,4 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> dict:
     console.print(results_table(results))
     console.print(results_footer(results), highlight=False, soft_wrap=True)
     console.print(f"run written to [bold]{output}[/]")
-    return results
+    return TrainedRun(results, model, tokenizer, interventions)

@@ -27,16 +27,6 @@ CHAT = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tiny models gain nothing from intra-op threads, and on a busy CPU the thread pool's
-    # spin-waiting makes generate() ~100x slower (measured: 15 s vs 0.15 s per test).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_tokenizer():
     return load_model("tiny-llama", device="cpu")[1]

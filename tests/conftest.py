@@ -1,0 +1,37 @@
+import pytest
+import torch
+
+from steer_cli.models import TINY_FAMILIES, load_model
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread(request):
+    """Tiny models gain nothing from intra-op threads, and on a busy CPU the pool's spin-waiting
+    makes generate() ~100x slower. Slow tests (the embedded model) keep every thread."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_models():
+    """One loaded model per tiny family, shared (tests must leave them as they found them)."""
+    return {name: load_model(name, dtype="float32", device="cpu", seed=0) for name in TINY_FAMILIES}
+
+
+@pytest.fixture(params=TINY_FAMILIES)
+def tiny(request, tiny_models):
+    model, tokenizer = tiny_models[request.param]
+    return model, tokenizer
+
+
+def randomize(module: torch.nn.Module, std: float = 0.2, seed: int = 0) -> None:
+    """Give adapters non-trivial weights so tests see their effect (init is the identity)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * std)

@@ -1,0 +1,113 @@
+"""The CLI as users see it: exit codes, one- or two-line errors without tracebacks, --help."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from steer_cli.cli import app
+
+runner = CliRunner()
+
+TINY_RECIPE = """\
+model: tiny-qwen3
+data:
+  train_size: 16
+  validation_size: 2
+  test_size: 4
+train:
+  max_steps: 2
+  batch_size: 4
+"""
+
+
+@pytest.fixture
+def recipe(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_RECIPE)
+    return path
+
+
+def _assert_clean_error(result, *fragments, code=1):
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("train", "eval", "oracle", "compare"):
+        assert command in result.output
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from steer_cli.cli import app; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("command", ["eval", "oracle", "compare"])
+def test_unbuilt_commands_say_so(command):
+    result = runner.invoke(app, [command, "anything"])
+    _assert_clean_error(result, "not built yet", code=2)
+
+
+def test_train_end_to_end_with_overrides(recipe, tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app, ["train", str(recipe), "adapter.rank=2", "train.lr=5e-3", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "trainable" in result.output and "accuracy" in result.output
+    results = json.loads((out / "results.json").read_text())
+    hidden, layers = 64, 3
+    assert results["trainable_params"] == layers * 2 * hidden * 2
+    assert "rank: 2" in (out / "config.yaml").read_text()
+
+
+def test_unknown_key_in_recipe_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model: tiny-llama\ntrain:\n  learning_rate: 1e-3\n")
+    result = runner.invoke(app, ["train", str(path)])
+    _assert_clean_error(result, "unknown recipe key 'train.learning_rate'", "train.lr")
+
+
+def test_unknown_key_in_override(recipe):
+    result = runner.invoke(app, ["train", str(recipe), "adapter.rnak=4"])
+    _assert_clean_error(result, "adapter.rnak", "did you mean 'adapter.rank'")
+
+
+def test_wrong_type_in_override(recipe):
+    result = runner.invoke(app, ["train", str(recipe), "train.batch_size=big"])
+    _assert_clean_error(result, "train.batch_size", "integer")
+
+
+def test_missing_recipe_and_unknown_model(tmp_path, recipe):
+    _assert_clean_error(runner.invoke(app, ["train", str(tmp_path / "x.yaml")]), "not found")
+    result = runner.invoke(app, ["train", str(recipe), "model=tiny-gpt"], catch_exceptions=False)
+    _assert_clean_error(result, "tiny-gpt")
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def test_existing_output_is_refused(recipe, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    result = runner.invoke(app, ["train", str(recipe), "-o", str(out)])
+    _assert_clean_error(result, "already exists", "--overwrite")
+
+
+def test_unexpected_errors_have_no_traceback_unless_debug(recipe, monkeypatch, tmp_path):
+    from steer_cli import train
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(train, "run", boom)
+    _assert_clean_error(runner.invoke(app, ["train", str(recipe)]), "kaboom", "STEER_DEBUG")
+    monkeypatch.setenv("STEER_DEBUG", "1")
+    result = runner.invoke(app, ["train", str(recipe)])
+    assert isinstance(result.exception, RuntimeError)

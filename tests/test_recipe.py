@@ -1,0 +1,105 @@
+"""Strict recipe validation: unknown keys name the closest valid key, wrong types name the key."""
+
+import pytest
+
+from steer_cli.errors import SteerError
+from steer_cli.recipe import build_recipe, load_recipe
+
+
+def _error(raw=None, path=None, overrides=()):
+    with pytest.raises(SteerError) as info:
+        if path is not None or overrides:
+            load_recipe(path, list(overrides))
+        else:
+            build_recipe(raw)
+    return info.value
+
+
+def test_defaults_come_from_the_method_preset():
+    recipe = build_recipe({})
+    assert recipe.method == "postblock"
+    assert recipe.adapter.site == "block_output"
+    assert recipe.adapter.parameterization == "lowrank"
+    assert recipe.train.scheduler == "constant" and recipe.train.weight_decay == 0.0
+    vector = build_recipe({"method": "postblock-vector"})
+    assert vector.adapter.parameterization == "vector"
+    assert vector.train.lr == 1e-2
+
+
+def test_user_values_override_the_preset():
+    recipe = build_recipe(
+        {"method": "postblock-vector", "adapter": {"parameterization": "lowrank"}}
+    )
+    assert recipe.adapter.parameterization == "lowrank"
+    assert recipe.train.lr == 1e-2  # the rest of the preset still applies
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "suggestion"),
+    [
+        ({"trian": {}}, "'trian'", "'train'"),
+        ({"train": {"lrr": 1}}, "'train.lrr'", "'train.lr'"),
+        ({"data": {"listops": {"dept": 3}}}, "'data.listops.dept'", "'data.listops.depth'"),
+    ],
+)
+def test_unknown_key_names_closest(raw, key, suggestion):
+    err = _error(raw)
+    assert "unknown recipe key" in err.message and key in err.message
+    assert f"did you mean {suggestion}" in err.hint
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "expected"),
+    [
+        ({"train": {"lr": "fast"}}, "train.lr", "number"),
+        ({"adapter": {"rank": "eight"}}, "adapter.rank", "integer"),
+        ({"adapter": {"rank": 0}}, "adapter.rank", "greater than or equal to 1"),
+        ({"adapter": {"site": "post_block"}}, "adapter.site", "'block_output'"),
+        ({"model": {"dtype": "fp8"}}, "model.dtype", "'float32'"),
+        ({"eval": {"before": "maybe"}}, "eval.before", "boolean"),
+    ],
+)
+def test_wrong_type_names_key_and_expectation(raw, key, expected):
+    err = _error(raw)
+    assert f"'{key}'" in err.message and expected in err.message
+
+
+def test_unknown_method_suggests():
+    err = _error({"method": "postblok"})
+    assert "postblok" in err.message and "'postblock'" in err.hint
+
+
+def test_overrides_apply_with_validation(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("model: tiny-llama\ntrain:\n  lr: 0.1\n")
+    recipe = load_recipe(path, ["train.lr=1e-3", "adapter.rank=4", "adapter.layers=[0, 2]"])
+    assert recipe.train.lr == 1e-3 and recipe.adapter.rank == 4
+    assert recipe.adapter.layers == [0, 2]
+    assert recipe.model.name == "tiny-llama"
+    assert recipe.name == "r"  # from the file name
+    assert "train.lrr" in _error(path=path, overrides=["train.lrr=1"]).message
+    assert "adapter.rank" in _error(path=path, overrides=["adapter.rank=x"]).message
+    assert "key=value" in _error(path=path, overrides=["train.lr"]).message
+    assert "not a section" in _error(path=path, overrides=["train.lr.x=1"]).message
+
+
+def test_model_shorthand_and_override():
+    recipe = load_recipe(None, ["model=tiny-qwen3"])
+    assert recipe.model.name == "tiny-qwen3"
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    assert "not found" in _error(path=tmp_path / "nope.yaml").message
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: [1, 2\n")
+    assert "line" in _error(path=bad).message
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("just a string\n")
+    assert "mapping" in _error(path=scalar).message
+
+
+def test_resolved_recipe_is_complete_and_round_trips():
+    recipe = build_recipe({"model": "tiny-llama", "train": {"lr": 5e-4}})
+    resolved = recipe.resolved()
+    assert set(resolved) == {"name", "method", "model", "adapter", "data", "train", "eval"}
+    assert build_recipe(resolved) == recipe
