@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -41,13 +42,29 @@ class LoopSummary:
     final_loss: float
 
 
+class Parts(Protocol):
+    """What the loop needs from the trained parts of a method (adapters, LoRA, full weights).
+
+    Only ``parameters`` is required; the loop uses the others when a part defines them:
+
+    - ``param_groups(lr)``: optimizer groups, e.g. separate learning rates in joint training;
+    - ``penalty(step)``: a regulariser added to the loss (L1 for LoFiT, expected L0 for JoLA);
+    - ``after_step(step)``: called after each optimizer step (projections, stage switches);
+    - ``batch_context(batch)``: a context manager active during the forward of a micro-batch,
+      given the collated batch (with ``prompt_lengths``), e.g. to tell adapters which tokens
+      are the prompt.
+    """
+
+    def parameters(self) -> Iterator[nn.Parameter]: ...
+
+
 class _Trainable(nn.Module):
     """Model plus its trainable parts as one module, so DDP sees the adapters' parameters."""
 
     def __init__(self, model: nn.Module, extra: nn.Module | None):
         super().__init__()
         self.model = model
-        self.extra = extra
+        self.extra = extra if isinstance(extra, nn.Module) else None
 
     def forward(self, **batch):
         return self.model(**batch)
@@ -68,7 +85,7 @@ def _example_order(n: int, seed: int) -> Iterator[int]:
 
 def train_loop(
     model: nn.Module,
-    trainable: nn.Module | None,
+    trainable: Parts | None,
     rows: list[dict],
     cfg: TrainSection,
     *,
@@ -87,11 +104,17 @@ def train_loop(
     accelerator = Accelerator(cpu=device.type == "cpu")
     params = [p for p in model.parameters() if p.requires_grad]
     if trainable is not None:
-        params += [p for p in trainable.parameters() if p.requires_grad]
+        seen = {id(p) for p in params}
+        params += [p for p in trainable.parameters() if p.requires_grad and id(p) not in seen]
     if not params:
         raise ValueError("nothing to train: no parameter requires grad")
     total = plan_steps(len(rows), cfg)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups_of = getattr(trainable, "param_groups", None)
+    groups = groups_of(cfg.lr) if groups_of else [{"params": params}]
+    penalty_of = getattr(trainable, "penalty", None)
+    after_step = getattr(trainable, "after_step", None)
+    batch_context = getattr(trainable, "batch_context", None) or (lambda batch: nullcontext())
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(
         cfg.scheduler,
         optimizer,
@@ -117,14 +140,14 @@ def train_loop(
         loss_sum = 0.0
         step_tokens = 0
         for k, chunk in enumerate(chunks):
+            batch = collate_right_padded(chunk, pad_id)
             inputs = {
-                k2: v.to(accelerator.device)
-                for k2, v in collate_right_padded(chunk, pad_id).items()
+                k2: batch[k2].to(accelerator.device) for k2 in ("input_ids", "attention_mask")
             }
-            labels = inputs.pop("labels")
+            labels = batch["labels"].to(accelerator.device)
             step_tokens += int(inputs["attention_mask"].sum())
             sync = k == len(chunks) - 1
-            with nullcontext() if sync else accelerator.no_sync(wrapped):
+            with nullcontext() if sync else accelerator.no_sync(wrapped), batch_context(batch):
                 logits = wrapped(**inputs).logits
                 token_losses = nn.functional.cross_entropy(
                     logits[:, :-1].flatten(0, 1).float(),
@@ -133,13 +156,20 @@ def train_loop(
                     reduction="sum",
                 )
                 # DDP averages gradients over processes: scale so the result is the global mean.
-                accelerator.backward(token_losses * world / supervised)
+                loss = token_losses * world / supervised
+                if penalty_of is not None and k == 0:
+                    penalty = penalty_of(step)
+                    if penalty is not None:
+                        loss = loss + penalty
+                accelerator.backward(loss)
             loss_sum += float(token_losses.detach())
         if cfg.max_grad_norm:
             accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if after_step is not None:
+            after_step(step)
         loss_value = loss_sum / supervised * world
         tokens_total += step_tokens
         supervised_total += supervised

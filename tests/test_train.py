@@ -155,3 +155,30 @@ def test_gradient_accumulation_matches_one_big_batch():
         states.append(handle.state_dict())
     for key in states[0]:
         torch.testing.assert_close(states[0][key], states[1][key], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_embedded_model_trains_a_few_steps(tmp_path):
+    """The real pretrained SmolLM2: a few steps move the adapter, and the run reloads exactly."""
+    recipe = build_recipe(
+        {
+            "model": "smollm2-135m",
+            "data": {"train_size": 16, "validation_size": 2, "test_size": 4},
+            "train": {"max_steps": 2, "batch_size": 8, "micro_batch_size": 4},
+            "eval": {"before": False, "batch_size": 4},
+        }
+    )
+    out = tmp_path / "run"
+    trained = train.run(recipe, out)
+    results = trained.results
+    assert results["trainable_params"] == 30 * 2 * 576 * 8
+    assert torch.isfinite(torch.tensor(results["final_loss"]))
+    ids = trained.tokenizer("[MAX 2 9 [MIN 4 7 ] 0 ]", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        live = trained.model(input_ids=ids).logits
+        with trained.interventions.disabled():
+            assert not torch.equal(trained.model(input_ids=ids).logits, live)
+    trained.interventions.detach()
+    Interventions.load(out).attach(trained.model)
+    with torch.no_grad():
+        assert torch.equal(trained.model(input_ids=ids).logits, live)

@@ -74,7 +74,11 @@ def encode_for_training(
 
 
 def collate_right_padded(rows: list[dict], pad_id: int):
-    """Right-pad a training micro-batch (padding never carries a label)."""
+    """Right-pad a training micro-batch (padding never carries a label).
+
+    ``prompt_lengths`` (tokens before the first label) lets position-aware adapters tell prompt
+    from answer tokens under teacher forcing.
+    """
     import torch
 
     width = max(len(r["input_ids"]) for r in rows)
@@ -86,4 +90,15 @@ def collate_right_padded(rows: list[dict], pad_id: int):
         ids[i, :n] = torch.tensor(r["input_ids"])
         labels[i, :n] = torch.tensor(r["labels"])
         mask[i, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    prompt_lengths = torch.tensor(
+        [
+            next((j for j, t in enumerate(r["labels"]) if t != IGNORE_INDEX), len(r["labels"]))
+            for r in rows
+        ]
+    )
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "labels": labels,
+        "prompt_lengths": prompt_lengths,
+    }
