@@ -9,11 +9,11 @@ from __future__ import annotations
 import copy
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from steer_cli.engine.names import ACTIVATIONS, PARAMETERIZATIONS, POSITIONS, SITES
+from steer_cli.engine.names import ACTIVATIONS, PARAMETERIZATIONS, SITES, check_positions
 from steer_cli.errors import SteerError
 from steer_cli.methods import METHODS
 
@@ -35,7 +35,7 @@ class AdapterSection(_Section):
     activation: Literal[ACTIVATIONS] = "none"
     bias: bool = False
     layers: str | list[int] = "all"
-    positions: Literal[POSITIONS] = "all"
+    positions: Annotated[str, AfterValidator(check_positions)] = "all"
 
 
 class ListOpsSection(_Section):

@@ -215,10 +215,9 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
     from steer_cli.atomic import write_json, write_text
     from steer_cli.data.encode import encode_for_training, prompt_token_ids, uses_chat_template
     from steer_cli.data.tasks import get_task, load_splits
-    from steer_cli.engine.adapters import AdapterShape
-    from steer_cli.engine.attach import InterventionSpec, attach
     from steer_cli.errors import SteerError
     from steer_cli.evaluate.generation import evaluate_accuracy
+    from steer_cli.parts import build_parts
     from steer_cli.report import (
         StepProgress,
         console,
@@ -267,14 +266,6 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
                 on_batch=lambda n: bar.advance(n),
             )
 
-    a = recipe.adapter
-    spec = InterventionSpec(
-        site=a.site,
-        shape=AdapterShape(a.parameterization, a.rank, a.activation, a.bias),
-        layers=a.layers if isinstance(a.layers, str) else tuple(a.layers),
-        positions=a.positions,
-    )
-
     with staged as run_dir:
         write_text(run_dir / rundir.CONFIG, yaml.safe_dump(recipe.resolved(), sort_keys=False))
         results: dict = {
@@ -286,10 +277,7 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
         if recipe.eval.before:
             results["eval"]["before"], _ = evaluate("before")
 
-        try:
-            interventions = attach(model, spec, seed=recipe.train.seed)
-        except ValueError as err:
-            raise SteerError(f"cannot attach the adapter: {err}") from None
+        interventions = build_parts(model, recipe)
         trainable = interventions.num_parameters()
         percent = 100 * trainable / base_params
         err_console.print(

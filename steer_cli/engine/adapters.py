@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from steer_cli.engine.names import PARAMETERIZATIONS
-
+IMPLEMENTED: tuple[str, ...] = ("vector", "lowrank")
 ACTIVATIONS = {"none": None, "silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
@@ -27,11 +26,8 @@ class AdapterShape:
     bias: bool = False
 
     def __post_init__(self) -> None:
-        if self.parameterization not in PARAMETERIZATIONS:
-            raise ValueError(
-                f"unknown parameterization {self.parameterization!r}; "
-                f"choose from {', '.join(PARAMETERIZATIONS)}"
-            )
+        if self.parameterization not in IMPLEMENTED:
+            raise ValueError(f"parameterization {self.parameterization!r} is not implemented yet")
         if self.activation not in ACTIVATIONS:
             raise ValueError(
                 f"unknown activation {self.activation!r}; choose from {', '.join(ACTIVATIONS)}"

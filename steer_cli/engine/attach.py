@@ -18,9 +18,11 @@ from torch import nn
 
 from steer_cli.atomic import atomic_write, write_json
 from steer_cli.engine.adapters import AdapterShape, build_adapter
-from steer_cli.engine.names import POSITIONS, SITES
+from steer_cli.engine.names import SITES
 from steer_cli.engine.sites import find_decoder_layers, hidden_size, resolve_layers
 
+IMPLEMENTED_SITES = ("block_output",)
+IMPLEMENTED_POSITIONS = ("all",)
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter.json"
 FORMAT = "steer-adapter"
@@ -39,10 +41,10 @@ class InterventionSpec:
     def __post_init__(self) -> None:
         if self.site not in SITES:
             raise ValueError(f"unknown site {self.site!r}; choose from {', '.join(SITES)}")
-        if self.positions not in POSITIONS:
-            raise ValueError(
-                f"unknown positions {self.positions!r}; choose from {', '.join(POSITIONS)}"
-            )
+        if self.site not in IMPLEMENTED_SITES:
+            raise ValueError(f"site {self.site!r} is not implemented yet")
+        if self.positions not in IMPLEMENTED_POSITIONS:
+            raise ValueError(f"positions {self.positions!r} are not implemented yet")
 
 
 class Interventions(nn.Module):

@@ -1,6 +1,16 @@
 """The intervention grid's vocabulary, torch-free so recipes validate against it quickly."""
 
-SITES: tuple[str, ...] = ("block_output",)
-PARAMETERIZATIONS: tuple[str, ...] = ("vector", "lowrank")
+import re
+
+SITES: tuple[str, ...] = ("block_output", "mlp_output", "attn_output", "attn_heads")
+PARAMETERIZATIONS: tuple[str, ...] = ("vector", "lowrank", "loreft", "lofit", "jola")
 ACTIVATIONS: tuple[str, ...] = ("none", "silu", "relu", "gelu", "tanh")
-POSITIONS: tuple[str, ...] = ("all",)
+POSITIONS: tuple[str, ...] = ("all", "prompt", "generated", "last_prompt")
+FIRST_LAST = re.compile(r"^f(\d+)\+l(\d+)$")  # pyreft's "first k and last k prompt tokens"
+
+
+def check_positions(text: str) -> str:
+    """``text`` if it names a position mode, else ValueError saying what is valid."""
+    if text in POSITIONS or FIRST_LAST.match(text):
+        return text
+    raise ValueError(f"must be one of {', '.join(POSITIONS)} or f<k>+l<k> (e.g. f7+l7)")
