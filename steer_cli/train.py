@@ -70,6 +70,16 @@ class _Trainable(nn.Module):
         return self.model(**batch)
 
 
+def _keep_logits(model: nn.Module, n: int) -> dict:
+    """``logits_to_keep=n`` for models whose forward takes it (transformers' causal LMs do)."""
+    import inspect
+
+    forward = getattr(model, "get_base_model", lambda: model)().forward
+    return (
+        {"logits_to_keep": n} if "logits_to_keep" in inspect.signature(forward).parameters else {}
+    )
+
+
 def plan_steps(n_examples: int, cfg: TrainSection) -> int:
     if cfg.max_steps:
         return cfg.max_steps
@@ -148,10 +158,15 @@ def train_loop(
             step_tokens += int(inputs["attention_mask"].sum())
             sync = k == len(chunks) - 1
             with nullcontext() if sync else accelerator.no_sync(wrapped), batch_context(batch):
-                logits = wrapped(**inputs).logits
+                # Only positions that predict a supervised token need the vocabulary head:
+                # skip the prompt before the shortest prompt (a large saving for short answers).
+                first = max(0, int(batch["prompt_lengths"].min()) - 1)
+                width = inputs["input_ids"].shape[1]
+                logits = wrapped(**inputs, **_keep_logits(model, width - first)).logits
+                first = width - logits.shape[1]  # the model may have ignored logits_to_keep
                 token_losses = nn.functional.cross_entropy(
                     logits[:, :-1].flatten(0, 1).float(),
-                    labels[:, 1:].flatten(),
+                    labels[:, first + 1 :].flatten(),
                     ignore_index=IGNORE_INDEX,
                     reduction="sum",
                 )

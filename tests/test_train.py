@@ -182,3 +182,29 @@ def test_embedded_model_trains_a_few_steps(tmp_path):
     Interventions.load(out).attach(trained.model)
     with torch.no_grad():
         assert torch.equal(trained.model(input_ids=ids).logits, live)
+
+
+def test_trimmed_logits_give_the_same_loss_as_full_logits(monkeypatch):
+    """Skipping the vocabulary head on prompt positions must not change the loss or gradients."""
+    model, tokenizer = load_model("tiny-qwen3")
+    model.requires_grad_(False)
+    examples = [
+        Example(prompt="[SM 1 2 ]" + " pad" * i, target="<answer>3</answer>", answer="3")
+        for i in range(3)
+    ]
+    rows, _ = encode_for_training(tokenizer, examples, chat=True, max_length=128)
+    from steer_cli.engine.adapters import AdapterShape
+    from steer_cli.engine.attach import InterventionSpec, attach
+
+    states = []
+    for trim in (True, False):
+        if not trim:
+            monkeypatch.setattr(train, "_keep_logits", lambda model, n: {})
+        handle = attach(model, InterventionSpec(shape=AdapterShape("lowrank", rank=2)), seed=0)
+        cfg = _recipe(train={"max_steps": 2, "batch_size": 3, "micro_batch_size": 3}).train
+        summary = train.train_loop(model, handle, rows, cfg, pad_id=tokenizer.pad_token_id)
+        handle.detach()
+        states.append((summary.final_loss, handle.state_dict()))
+    assert states[0][0] == pytest.approx(states[1][0], rel=1e-5)
+    for key in states[0][1]:
+        torch.testing.assert_close(states[0][1][key], states[1][1][key], rtol=1e-4, atol=1e-7)
