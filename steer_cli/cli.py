@@ -89,8 +89,22 @@ def train(
     from steer_cli import rundir
     from steer_cli import train as training
 
+    _interrupt_on_termination()
+
     out = output or rundir.default_output(config.name or config.method)
     training.run(config, out, overwrite=overwrite)
+
+
+def _interrupt_on_termination() -> None:
+    """SIGTERM/SIGHUP (a killed job, a closed terminal) clean up like Ctrl-C does."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), interrupt)
 
 
 def _not_built(command: str, issue: str) -> None:
@@ -112,10 +126,53 @@ def oracle(ctx: typer.Context) -> None:
     _not_built("oracle", "the oracle analyses are planned")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def compare(ctx: typer.Context) -> None:
-    """Print results tables beside the paper's published numbers. (not built yet)"""
-    _not_built("compare", "comparison tables are planned")
+@app.command()
+def compare(
+    dirs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Run directories, or folders of runs (sweeps); none: the paper only."),
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="Method to show deltas against, e.g. sft.")
+    ] = None,
+    paper: Annotated[
+        str | None,
+        typer.Option("--paper", help="Published table beside yours: table1..table4."),
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="table, markdown, csv, latex or json.")
+    ] = "table",
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Also draw a grouped bar chart (PNG/PDF/SVG).")
+    ] = None,
+) -> None:
+    """Tables of results (mean +- std over seeds), beside the paper's published numbers."""
+    from steer_cli import compare as cmp
+
+    if fmt not in cmp.FORMATS:
+        raise SteerError(f"unknown format {fmt!r}", f"choose from {', '.join(cmp.FORMATS)}")
+    if paper is not None:
+        cmp.check_paper(paper)
+    if not dirs and paper is None:
+        raise SteerError("nothing to compare", "pass run directories, --paper TABLE, or both")
+    records = cmp.find_runs(dirs or [])
+    columns, rows = cmp.build_rows(records, baseline=baseline, paper=paper)
+    if not rows:
+        raise SteerError(
+            "no finished runs found",
+            "\n".join(f"{r.status}: {r.path} ({r.reason})" for r in records) or None,
+        )
+    title = "steer compare" + (f" · {cmp.PUBLISHED[paper]['title']}" if paper else "")
+    output = cmp.render(columns, rows, records, fmt, title)
+    if fmt == "table":
+        from steer_cli.report import console
+
+        console.print(output)
+    else:
+        typer.echo(output, nl=False)
+    if plot is not None:
+        cmp.plot(columns, rows, plot)
+        typer.echo(f"plot written to {plot}", err=True)
 
 
 def main() -> None:

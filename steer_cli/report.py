@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+
+def _console(stderr: bool = False) -> Console:
+    """Rich console; off a terminal (logs, pipes) wide enough that tables are not squeezed."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, width=200)
+    return console
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 
 def human_count(n: int) -> str:

@@ -37,9 +37,17 @@ class StagedRun:
 
     def __enter__(self) -> Path:
         self.check()
+        self._remove_stale()
         shutil.rmtree(self.staging, ignore_errors=True)
         self.staging.mkdir(parents=True)
         return self.staging
+
+    def _remove_stale(self) -> None:
+        """Staging directories of this run left by processes that were killed outright."""
+        for stale in self.final.parent.glob(f".{self.final.name}.partial-*"):
+            pid = stale.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
 
     def __exit__(
         self,
@@ -55,6 +63,16 @@ class StagedRun:
             os.replace(self.final, old)
         os.replace(self.staging, self.final)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def default_output(name: str) -> Path:

@@ -50,7 +50,7 @@ def test_help_does_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("command", ["eval", "oracle", "compare"])
+@pytest.mark.parametrize("command", ["eval", "oracle"])
 def test_unbuilt_commands_say_so(command):
     result = runner.invoke(app, [command, "anything"])
     _assert_clean_error(result, "not built yet", code=2)
@@ -111,3 +111,46 @@ def test_unexpected_errors_have_no_traceback_unless_debug(recipe, monkeypatch, t
     monkeypatch.setenv("STEER_DEBUG", "1")
     result = runner.invoke(app, ["train", str(recipe)])
     assert isinstance(result.exception, RuntimeError)
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_killed_training_leaves_nothing(tmp_path, recipe, signame):
+    """A run killed mid-training (Ctrl-C, a closed terminal, a job timeout) writes nothing."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "steer_cli",
+            "train",
+            str(recipe),
+            "train.max_steps=100000",
+            "eval.before=false",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".run.partial-*/metrics.jsonl")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(getattr(signal, signame))
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == [recipe]
+
+
+def test_stale_staging_of_a_dead_process_is_removed(tmp_path, recipe):
+    stale = tmp_path / ".run.partial-999999999"
+    stale.mkdir()
+    (stale / "metrics.jsonl").write_text("{}\n")
+    result = runner.invoke(app, ["train", str(recipe), "-o", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "tiny.yaml"]

@@ -1,0 +1,182 @@
+"""steer compare: grouping, statistics, baselines, the paper's numbers, formats, problems."""
+
+import csv
+import io
+import json
+import statistics
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from steer_cli.cli import app
+from steer_cli.compare import build_rows, find_runs, method_label, render
+
+runner = CliRunner()
+
+
+def _run(root, name, *, model, task, method, seed, accuracy, rank=8, percent=0.04):
+    d = root / name
+    d.mkdir(parents=True)
+    config = {
+        "method": method,
+        "model": {"name": model},
+        "adapter": {"parameterization": "lowrank", "rank": rank, "activation": "none"},
+        "data": {"task": task},
+        "train": {"seed": seed},
+    }
+    (d / "config.yaml").write_text(yaml.safe_dump(config))
+    results = {
+        "method": method,
+        "model": model,
+        "task": task,
+        "eval": {"after": {"accuracy": accuracy, "correct": 0, "total": 100}},
+        "trainable_percent": percent,
+    }
+    (d / "results.json").write_text(json.dumps(results))
+    return d
+
+
+@pytest.fixture
+def runs(tmp_path):
+    model = "meta-llama/Llama-3.2-1B"
+    for seed, acc in zip((1, 2, 3), (0.60, 0.62, 0.67), strict=True):
+        _run(
+            tmp_path / "sweep",
+            f"pb-{seed}",
+            model=model,
+            task="listops",
+            method="postblock",
+            seed=seed,
+            accuracy=acc,
+        )
+    _run(
+        tmp_path,
+        "sft",
+        model=model,
+        task="listops",
+        method="sft",
+        seed=1,
+        accuracy=0.66,
+        percent=100.0,
+    )
+    _run(
+        tmp_path, "r1", model=model, task="boolq", method="postblock", seed=1, accuracy=0.8, rank=1
+    )
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.yaml").write_text("method: postblock\n")
+    (tmp_path / ".next.partial-123").mkdir()
+    return tmp_path
+
+
+def test_groups_seeds_with_mean_and_std(runs):
+    records = find_runs([runs])
+    columns, rows = build_rows(records)
+    assert columns == ["boolq", "listops"]
+    by = {(r.model, r.method): r for r in rows}
+    cell = by[("Llama-3.2-1B", "postblock")].cells["listops"]
+    assert cell.n == 3
+    assert cell.mean == pytest.approx(statistics.fmean([60, 62, 67]))
+    assert cell.std == pytest.approx(statistics.stdev([60, 62, 67]))
+    assert by[("Llama-3.2-1B", "postblock r=1")].cells["boolq"].mean == pytest.approx(80)
+
+
+def test_incomplete_runs_are_listed_not_dropped(runs):
+    records = find_runs([runs])
+    problems = {r.path.split("/")[-1]: r.reason for r in records if r.status != "ok"}
+    assert problems == {
+        "broken": "no results.json",
+        ".next.partial-123": "interrupted or still running",
+    }
+    text = render(*build_rows(records), records, "markdown", "t")
+    assert "broken" in text and "no results.json" in text
+
+
+def test_baseline_deltas(runs):
+    _, rows = build_rows(find_runs([runs]), baseline="sft")
+    postblock = next(r for r in rows if r.method == "postblock")
+    assert postblock.cells["listops"].delta == pytest.approx(statistics.fmean([60, 62, 67]) - 66)
+    assert next(r for r in rows if r.method == "sft").cells["listops"].delta is None
+
+
+def test_paper_rows_sit_beside_matching_runs(runs):
+    _, rows = build_rows(find_runs([runs]), paper="table1")
+    sources = [(r.method, r.source) for r in rows]
+    i = sources.index(("postblock", "runs"))
+    assert sources[i + 1] == ("postblock", "paper")
+    paper = rows[i + 1]
+    assert paper.cells["listops"].mean == 65.4 and paper.params == 0.04
+    assert ("postblock r=1", "paper") not in sources  # r=1 is Table 2, not Table 1
+
+
+def test_paper_alone_prints_the_published_table():
+    columns, rows = build_rows([], paper="table2")
+    assert len(columns) == 6 and {r.source for r in rows} == {"paper"}
+    assert {r.method for r in rows} == {"lofit", "jola", "postblock-vector", "postblock r=1"}
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "csv", "latex", "json"])
+def test_formats(runs, fmt):
+    records = find_runs([runs])
+    text = render(*build_rows(records, paper="table1"), records, fmt, "title")
+    if fmt == "json":
+        payload = json.loads(text)
+        assert {row["source"] for row in payload["rows"]} == {"runs", "paper"}
+        assert len(payload["problems"]) == 2
+    elif fmt == "csv":
+        table = list(csv.DictReader(io.StringIO(text)))
+        pb = next(r for r in table if r["method"] == "postblock" and r["source"] == "runs")
+        assert float(pb["listops"]) == pytest.approx(63.0) and pb["listops_n"] == "3"
+    elif fmt == "latex":
+        assert text.startswith("\\begin{tabular}") and "$\\pm$" in text
+    else:
+        assert "| postblock (paper) |" in text
+
+
+def test_method_label_variants():
+    assert (
+        method_label({"method": "postblock", "adapter": {"parameterization": "lowrank", "rank": 8}})
+        == "postblock"
+    )
+    assert (
+        method_label(
+            {
+                "method": "postblock",
+                "adapter": {"parameterization": "lowrank", "rank": 1, "activation": "silu"},
+            }
+        )
+        == "postblock r=1 act=silu"
+    )
+    assert (
+        method_label({"method": "postblock-vector", "adapter": {"parameterization": "vector"}})
+        == "postblock-vector"
+    )
+
+
+def test_cli_and_plot(runs, tmp_path):
+    out = tmp_path / "bars.png"
+    result = runner.invoke(app, ["compare", str(runs), "--paper", "table1", "--plot", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "postblock" in result.output and "65.4" in result.output and "broken" in result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = runner.invoke(app, ["compare", str(runs), "-f", "json"])
+    assert json.loads(result.output)["columns"] == ["boolq", "listops"]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--paper", "table9"], "unknown published table"),
+        (["-f", "xml", "--paper", "table1"], "unknown format"),
+        ([], "nothing to compare"),
+        (["/nonexistent/dir"], "not a directory"),
+    ],
+)
+def test_cli_errors(args, fragment):
+    result = runner.invoke(app, ["compare", *args])
+    assert result.exit_code == 1 and fragment in result.output and "Traceback" not in result.output
+
+
+def test_unknown_baseline(runs):
+    result = runner.invoke(app, ["compare", str(runs), "--baseline", "lora"])
+    assert result.exit_code == 1 and "methods found" in result.output
