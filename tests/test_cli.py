@@ -40,7 +40,7 @@ def _assert_clean_error(result, *fragments, code=1):
 def test_help_lists_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("train", "eval", "oracle", "compare"):
+    for command in ("train", "methods", "eval", "oracle", "compare"):
         assert command in result.output
 
 
