@@ -139,3 +139,44 @@ def test_methods_table_with_a_model_counts_parameters(monkeypatch):
     assert f"{LORA_R8:,}" in result.output
     assert f"{8 * LOWRANK_PER_RANK:,}" in result.output and f"{LAYERS * D:,}" in result.output
     assert "% of base" in result.output
+
+
+def test_lora_counts_on_every_family(tiny):
+    """peft finds the same seven projections in every tiny family, and unloading restores it."""
+    model, tokenizer = tiny
+    ids = tokenizer("[SM 1 2 ]", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    recipe = build_recipe({"method": "lora", "lora": {"rank": 2}})
+    formula = lora_parameter_count(model, recipe.lora)
+    parts = build_parts(model, recipe)
+    try:
+        assert parts.model.get_nb_trainable_parameters()[0] == formula == parts.num_parameters()
+    finally:
+        parts.remove()
+    assert not any(p.requires_grad for p in model.parameters())
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, before)
+
+
+def test_rank_search_counts_only_the_steered_layers(fresh_llama):
+    model, _ = fresh_llama
+    raw = {"adapter": {"budget": 2 * D * 10, "layers": [0]}}
+    recipe, choice = resolve_rank(model, build_recipe(raw))
+    assert recipe.adapter.rank == 10 and choice.params == 2 * D * 10
+
+
+def test_adapter_parts_pass_engine_hooks_to_the_loop(fresh_llama):
+    from steer_cli.train import _Trainable
+
+    model, _ = fresh_llama
+    parts = build_parts(model, build_recipe({}))
+    try:
+        assert getattr(parts, "penalty", None) is None  # the engine defines none for lowrank
+        parts.interventions.penalty = lambda step: torch.tensor(float(step))
+        assert float(parts.penalty(3)) == 3.0
+        assert _Trainable(model, parts).extra is parts.interventions
+        assert _Trainable(model, build_parts(model, build_recipe({"method": "sft"}))).extra is None
+    finally:
+        parts.remove()
+        model.requires_grad_(False)
