@@ -297,6 +297,14 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
 
         parts = build_parts(model, recipe)
         model = parts.model  # for LoRA, the peft model wrapping the base
+        weight_dtype = next(model.parameters()).dtype
+        if parts.kind == "sft" and weight_dtype in (torch.bfloat16, torch.float16):
+            # Pure low-precision AdamW rounds most small updates away (no fp32 master weights).
+            err_console.print(
+                f"[yellow]warning:[/] full fine-tuning with {weight_dtype} weights loses small "
+                "updates; set model.dtype=float32 for faithful SFT",
+                highlight=False,
+            )
         trainable = parts.num_parameters()
         percent = 100 * trainable / base_params
         err_console.print(

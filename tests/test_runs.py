@@ -20,7 +20,7 @@ PROMPT = "[MAX 1 [MIN 2 3 ] ]"
 def _tiny(method, **sections):
     raw = {
         "method": method,
-        "model": "tiny-llama",
+        "model": {"name": "tiny-llama"},
         "data": {"train_size": 16, "validation_size": 2, "test_size": 4},
         "train": {"max_steps": 3, "batch_size": 4, "lr": 1e-2},
         "eval": {"batch_size": 4},
@@ -110,3 +110,11 @@ def test_method_recipes_train(tmp_path, method):
     trained = train.run(recipe, tmp_path / method)
     assert trained.results["steps"] == 2 and trained.results["method"] == method
     assert (tmp_path / method / "results.json").is_file()
+
+
+def test_low_precision_sft_warns(tmp_path, capsys):
+    recipe = _tiny("sft", model={"dtype": "bfloat16"}, eval={"before": False})
+    train.run(recipe, tmp_path / "sft")
+    assert "model.dtype=float32" in capsys.readouterr().err
+    model, tokenizer, parts = load_run(tmp_path / "sft")
+    assert next(model.parameters()).dtype == torch.bfloat16 and parts.kind == "sft"
