@@ -107,6 +107,30 @@ def _interrupt_on_termination() -> None:
             signal.signal(getattr(signal, name), interrupt)
 
 
+@app.command(name="methods")
+def methods_(
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Also count trainable parameters on this model."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="Where to load --model.")] = "cpu",
+) -> None:
+    """List the methods (presets): kind, site, parameterization, positions, default LR."""
+    from steer_cli.methods import METHODS
+    from steer_cli.recipe import build_recipe
+    from steer_cli.report import console, methods_table
+
+    recipes = {name: build_recipe({"method": name}) for name in METHODS}
+    counts = base = None
+    if model is not None:
+        from steer_cli.parts import measure_methods
+
+        base, counts = measure_methods(model, recipes, device=device)
+    console.print(methods_table(recipes, counts, base, model))
+    if counts is not None and None in counts.values():
+        console.print("[dim]-: not built by the engine yet[/]")
+
+
 def _not_built(command: str, issue: str) -> None:
     typer.echo(f"steer {command} is not built yet ({issue}).", err=True)
     raise typer.Exit(2)

@@ -1,21 +1,168 @@
-"""The trained parts of a method, built from a recipe: for now activation adapters.
+"""The trained parts of a method, built from a recipe: adapters, LoRA or the full weights.
 
-This is where a method's kind (adapter, LoRA, full weights, joint) turns into something the
-training loop can train (see ``train.Parts``) and a run directory can save and reload.
+This is where a method's kind (see ``methods.KINDS``) turns into something the training loop can
+train (``train.Parts``) and a run directory can save and reload (``runs.load_run``). Every part
+object has:
+
+- ``kind`` and ``model``: the model to train and evaluate (for LoRA, the peft-wrapped model);
+- ``parameters()`` and ``num_parameters()``: what is trained, and how much of it;
+- ``save(run_dir, metadata=..., tokenizer=...)``: the run directory's files for this kind;
+- ``remove()``: undo the parts, leaving the bare base model (used to measure methods);
+- ``disabled()`` (adapters and LoRA only): a context in which the base model runs alone. Full
+  fine-tuning has no base left to fall back to: evaluate the base before training.
+
+Parameter counts come from formulas here (``count_parameters``) so that a rank can be searched
+for a budget without building anything; tests check the formulas against the built parts.
 """
 
 from __future__ import annotations
 
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
 from torch import nn
 
 from steer_cli.engine.adapters import AdapterShape
 from steer_cli.engine.attach import Interventions, InterventionSpec, attach
+from steer_cli.engine.sites import find_decoder_layers, hidden_size, resolve_layers
 from steer_cli.errors import SteerError
-from steer_cli.recipe import AdapterSection, Recipe
+from steer_cli.methods import METHODS
+from steer_cli.recipe import AdapterSection, LoraSection, Recipe, build_recipe
+
+LORA_DIR = "lora"  # peft's adapter_model.safetensors + adapter_config.json
+MODEL_DIR = "model"  # full weights (SFT), a save_pretrained directory with its tokenizer
+
+# Optional training-loop hooks an engine part may define (see ``train.Parts``).
+_LOOP_HOOKS = ("param_groups", "penalty", "after_step", "batch_context")
+
+
+@contextmanager
+def quiet_peft() -> Iterator[None]:
+    """peft asks transformers a deprecated question when wrapping; the answer is fine, the
+    FutureWarning is noise."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+        yield
+
+
+def kind_of(recipe: Recipe) -> str:
+    return METHODS[recipe.method].kind
+
+
+# -- the parts ---------------------------------------------------------------------------------
+
+
+class AdapterParts:
+    """Activation adapters hooked onto a frozen model."""
+
+    kind = "adapter"
+
+    def __init__(self, model: nn.Module, interventions: Interventions):
+        self.model = model
+        self.interventions = interventions
+
+    @property
+    def module(self) -> nn.Module:
+        """The module holding the trained parameters (the loop registers it for DDP)."""
+        return self.interventions
+
+    def __getattr__(self, name: str):
+        # Loop hooks (penalty, after_step, ...) are whatever the engine's interventions define.
+        if name in _LOOP_HOOKS and "interventions" in self.__dict__:
+            return getattr(self.interventions, name)
+        raise AttributeError(name)
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        return self.interventions.parameters()
+
+    def num_parameters(self) -> int:
+        return self.interventions.num_parameters()
+
+    def disabled(self) -> AbstractContextManager:
+        return self.interventions.disabled()
+
+    def save(self, run_dir: Path, *, metadata: dict | None = None, tokenizer=None) -> None:
+        self.interventions.save(run_dir, metadata=metadata)
+
+    def remove(self) -> nn.Module:
+        self.interventions.detach()
+        return self.model
+
+
+class LoraParts:
+    """peft LoRA: ``model`` is the ``PeftModel`` wrapping the base model (modified in place)."""
+
+    kind = "lora"
+    module = None  # the LoRA weights live inside the model
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        return (p for name, p in self.model.named_parameters() if "lora_" in name)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def disabled(self) -> AbstractContextManager:
+        return self.model.disable_adapter()
+
+    def save(self, run_dir: Path, *, metadata: dict | None = None, tokenizer=None) -> None:
+        """peft's own format in ``run_dir/lora``, loadable by ``PeftModel.from_pretrained``."""
+        base = (metadata or {}).get("base_model")
+        if base:  # so plain peft users know which model the adapter belongs to
+            for config in self.model.peft_config.values():
+                config.base_model_name_or_path = base
+        # The vocabulary is never resized here: skip peft's hub lookup of the base config, which
+        # would stall offline.
+        self.model.save_pretrained(str(Path(run_dir) / LORA_DIR), save_embedding_layers=False)
+
+    def remove(self) -> nn.Module:
+        return self.model.unload()
+
+
+class SftParts:
+    """Full fine-tuning: every weight of the model is trained and saved."""
+
+    kind = "sft"
+    module = None
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        return self.model.parameters()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def save(self, run_dir: Path, *, metadata: dict | None = None, tokenizer=None) -> None:
+        """``run_dir/model``: safetensors weights, config and tokenizer, a loadable model dir."""
+        target = Path(run_dir) / MODEL_DIR
+        self.model.save_pretrained(str(target))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(target))
+
+    def remove(self) -> nn.Module:
+        self.model.requires_grad_(False)
+        return self.model
+
+
+TrainedParts = AdapterParts | LoraParts | SftParts
+
+
+# -- building ----------------------------------------------------------------------------------
 
 
 def adapter_spec(section: AdapterSection) -> InterventionSpec:
     """The engine's description of the adapter a recipe's ``adapter`` section asks for."""
+    if section.rank == "auto":
+        raise ValueError("adapter.rank is auto: resolve it first (parts.resolve_rank)")
     shape = AdapterShape(section.parameterization, section.rank, section.activation, section.bias)
     layers = section.layers if isinstance(section.layers, str) else tuple(section.layers)
     return InterventionSpec(
@@ -23,9 +170,218 @@ def adapter_spec(section: AdapterSection) -> InterventionSpec:
     )
 
 
-def build_parts(model: nn.Module, recipe: Recipe) -> Interventions:
-    """Freshly initialised trainable parts for ``recipe``, attached to ``model``."""
+def lora_config(section: LoraSection):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        task_type="CAUSAL_LM",
+        r=section.rank,
+        lora_alpha=section.alpha,
+        lora_dropout=section.dropout,
+        target_modules=list(section.target_modules),
+        bias="none",
+    )
+
+
+def build_parts(model: nn.Module, recipe: Recipe) -> TrainedParts:
+    """Freshly initialised trainable parts for ``recipe`` on ``model`` (seeded by train.seed).
+
+    The model must be frozen (``requires_grad_(False)``); an ``auto`` adapter rank is resolved
+    here if the caller has not done so already.
+    """
+    kind = kind_of(recipe)
+    if kind == "adapter":
+        if recipe.adapter.rank == "auto":
+            recipe, _ = resolve_rank(model, recipe)
+        try:
+            interventions = attach(model, adapter_spec(recipe.adapter), seed=recipe.train.seed)
+        except ValueError as err:
+            raise SteerError(f"cannot attach the adapter: {err}") from None
+        return AdapterParts(model, interventions)
+    if kind == "lora":
+        from peft import get_peft_model
+
+        lora_parameter_count(model, recipe.lora)  # clear error when no module matches
+        # peft draws LoRA's A matrices from the global RNG: seed them, leave the RNG as it was.
+        with torch.random.fork_rng(devices=[]), quiet_peft():
+            torch.manual_seed(recipe.train.seed)
+            try:
+                wrapped = get_peft_model(model, lora_config(recipe.lora))
+            except ValueError as err:
+                raise SteerError(f"cannot apply LoRA: {err}") from None
+        return LoraParts(wrapped)
+    if kind == "sft":
+        model.requires_grad_(True)
+        return SftParts(model)
+    raise AssertionError(f"unknown method kind {kind!r}")  # pragma: no cover - methods.KINDS
+
+
+def measure(model: nn.Module, recipe: Recipe) -> int:
+    """Trainable parameters of ``recipe`` on ``model``, by building its parts and removing them."""
+    if kind_of(recipe) == "sft":
+        return count_base(model)
+    parts = build_parts(model, recipe)
     try:
-        return attach(model, adapter_spec(recipe.adapter), seed=recipe.train.seed)
+        return parts.num_parameters()
+    finally:
+        parts.remove()
+
+
+# -- parameter counts by formula ---------------------------------------------------------------
+
+
+def count_base(model: nn.Module) -> int:
+    """Parameters of the base model (shared tensors, e.g. tied embeddings, counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def lora_parameter_count(model: nn.Module, section: LoraSection) -> int:
+    """``sum over targeted linear layers of r * (in + out)``: LoRA's A (r x in) and B (out x r).
+
+    A target matches a module whose name is it or ends with ``.target``, as in peft. ``model``
+    must not be wrapped by peft already (its LoRA layers are not ``nn.Linear``).
+    """
+    total = 0
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and any(
+            name == t or name.endswith(f".{t}") for t in section.target_modules
+        ):
+            total += section.rank * (module.in_features + module.out_features)
+    if total == 0:
+        raise SteerError(
+            f"lora.target_modules {section.target_modules} match no linear layer of this model",
+            "use the model's module names, e.g. q_proj, v_proj",
+        )
+    return total
+
+
+def adapter_parameter_count(model: nn.Module, section: AdapterSection, rank: int) -> int:
+    """SPEC 2's per-layer formula (``AdapterShape.parameter_count``) times the layers steered."""
+    shape = AdapterShape(
+        parameterization=section.parameterization,
+        rank=rank,
+        activation=section.activation,
+        bias=section.bias,
+    )
+    n_layers = len(find_decoder_layers(model))
+    layers = section.layers if isinstance(section.layers, str) else tuple(section.layers)
+    return len(resolve_layers(layers, n_layers)) * shape.parameter_count(hidden_size(model))
+
+
+def count_parameters(model: nn.Module, recipe: Recipe) -> int:
+    """Trainable parameters ``recipe`` would have on ``model``, from formulas (nothing built)."""
+    kind = kind_of(recipe)
+    if kind == "lora":
+        return lora_parameter_count(model, recipe.lora)
+    if kind == "sft":
+        return count_base(model)
+    if recipe.adapter.rank == "auto":
+        recipe, _ = resolve_rank(model, recipe)
+    try:
+        return adapter_parameter_count(model, recipe.adapter, recipe.adapter.rank)
     except ValueError as err:
-        raise SteerError(f"cannot attach the adapter: {err}") from None
+        raise SteerError(f"cannot count the adapter's parameters: {err}") from None
+
+
+# -- rank search -------------------------------------------------------------------------------
+
+_RANKED = ("lowrank", "loreft")
+_PERCENT = re.compile(r"^([\d.]+)%$")
+
+
+@dataclass(frozen=True)
+class RankChoice:
+    """The outcome of ``adapter.rank: auto``: what was asked for and what was picked."""
+
+    rank: int
+    params: int
+    target: int  # parameters asked for
+    asked: str  # e.g. "0.1% of the base model" or "lora (r=8)"
+
+    def as_dict(self) -> dict:
+        return {
+            "rank": self.rank,
+            "params": self.params,
+            "target_params": self.target,
+            "target": self.asked,
+        }
+
+    def describe(self) -> str:
+        return (
+            f"adapter.rank auto: r={self.rank} gives {self.params:,} parameters; "
+            f"target {self.asked} = {self.target:,}"
+        )
+
+
+def budget_target(model: nn.Module, recipe: Recipe) -> tuple[int, str]:
+    """The parameter count ``adapter.budget``/``adapter.match`` ask for, and how to say it."""
+    section = recipe.adapter
+    if section.budget is not None:
+        if isinstance(section.budget, int):
+            return section.budget, f"{section.budget:,} parameters"
+        percent = float(_PERCENT.match(section.budget)[1])
+        return round(count_base(model) * percent / 100), f"{section.budget} of the base model"
+    other = build_recipe(
+        {
+            "method": section.match,
+            "model": recipe.model.model_dump(),
+            "lora": recipe.lora.model_dump(),
+        }
+    )
+    if kind_of(other) == "lora":
+        label = f"{section.match} (r={other.lora.rank})"
+    elif kind_of(other) == "adapter" and other.adapter.parameterization in _RANKED:
+        label = f"{section.match} (r={other.adapter.rank})"
+    else:
+        label = section.match
+    return count_parameters(model, other), label
+
+
+def resolve_rank(model: nn.Module, recipe: Recipe) -> tuple[Recipe, RankChoice | None]:
+    """Replace ``adapter.rank: auto`` by the rank whose parameter count is closest to the target.
+
+    Counts come from the formulas (they grow linearly with the rank), so nothing is built. Ties
+    go to the smaller rank. The returned recipe has a concrete rank and no budget/match, so it
+    is what the run directory's ``config.yaml`` records; the choice goes to ``results.json``.
+    """
+    section = recipe.adapter
+    if kind_of(recipe) != "adapter" or section.rank != "auto":
+        return recipe, None
+    if section.parameterization not in _RANKED:
+        raise SteerError(
+            f"adapter.rank auto needs a parameterization with a rank ({', '.join(_RANKED)}), "
+            f"not {section.parameterization}"
+        )
+    target, asked = budget_target(model, recipe)
+    try:
+        counts = {
+            r: adapter_parameter_count(model, section, r) for r in range(1, hidden_size(model) + 1)
+        }
+    except ValueError as err:
+        raise SteerError(f"cannot size the adapter: {err}") from None
+    rank = min(counts, key=lambda r: (abs(counts[r] - target), r))
+    resolved = section.model_copy(update={"rank": rank, "budget": None, "match": None})
+    choice = RankChoice(rank=rank, params=counts[rank], target=target, asked=asked)
+    return recipe.model_copy(update={"adapter": resolved}), choice
+
+
+def measure_methods(
+    model_name: str, recipes: dict[str, Recipe], *, device: str = "cpu", dtype: str = "bfloat16"
+) -> tuple[int, dict[str, int | None]]:
+    """``steer methods --model``: the base size and each method's trainable parameters on it.
+
+    Each method's parts are really built (peft for LoRA, the engine for adapters) and removed
+    again; a part the engine cannot build yet counts as None. The dtype does not change counts,
+    so bf16 halves the memory a large model needs here.
+    """
+    from steer_cli import models
+
+    model, _ = models.load_model(model_name, dtype=dtype, device=device)
+    model.requires_grad_(False)
+    counts: dict[str, int | None] = {}
+    for name, recipe in recipes.items():
+        try:
+            counts[name] = measure(model, recipe)
+        except (SteerError, ValueError, NotImplementedError):
+            counts[name] = None
+    return count_base(model), counts

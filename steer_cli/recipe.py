@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
 
 from steer_cli.engine.names import ACTIVATIONS, PARAMETERIZATIONS, SITES, check_positions
 from steer_cli.errors import SteerError
@@ -28,14 +37,82 @@ class ModelSection(_Section):
     device: str = "auto"
 
 
+def _check_rank(value: object) -> int | str:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("should be a valid integer or 'auto'")
+    if value < 1:
+        raise ValueError("should be greater than or equal to 1 (or 'auto')")
+    return value
+
+
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*$")
+
+
+def _check_budget(value: object) -> int | str | None:
+    """A share of the base model (``"0.1%"``) or an absolute parameter count (``100000``)."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, str) and (m := _PERCENT.match(value)) and 0 < float(m[1]) <= 100:
+        return f"{float(m[1]):g}%"
+    raise ValueError(
+        "should be a percentage of the base model such as '0.1%', or a parameter count"
+    )
+
+
+def _check_method(value: object) -> str | None:
+    if value is None or (isinstance(value, str) and value in METHODS):
+        return value
+    raise ValueError(f"should name a method ({', '.join(METHODS)})")
+
+
 class AdapterSection(_Section):
     site: Literal[SITES] = "block_output"
     parameterization: Literal[PARAMETERIZATIONS] = "lowrank"
-    rank: int = Field(8, ge=1)
+    rank: Annotated[int | Literal["auto"], PlainValidator(_check_rank)] = Field(
+        8, description="an integer, or auto: the rank closest to adapter.budget or .match"
+    )
+    budget: Annotated[int | str | None, PlainValidator(_check_budget)] = Field(
+        None, description="with rank auto: '0.1%' of the base model, or a parameter count"
+    )
+    match: Annotated[str | None, PlainValidator(_check_method)] = Field(
+        None, description="with rank auto: match this method's parameter count, e.g. lora"
+    )
     activation: Literal[ACTIVATIONS] = "none"
     bias: bool = False
     layers: str | list[int] = "all"
     positions: Annotated[str, AfterValidator(check_positions)] = "all"
+
+    @model_validator(mode="after")
+    def _rank_search(self) -> AdapterSection:
+        if self.budget is not None and self.match is not None:
+            raise ValueError("set adapter.budget or adapter.match, not both")
+        targeted = self.budget is not None or self.match is not None
+        if self.rank == "auto" and not targeted:
+            raise ValueError("rank auto needs adapter.budget (e.g. '0.1%') or adapter.match")
+        if self.rank != "auto" and targeted:
+            raise ValueError(
+                f"adapter.budget/match pick the rank: set adapter.rank to auto, not {self.rank}"
+            )
+        return self
+
+
+# peft's names for the projections of Llama-shaped models (Mistral, Qwen, Gemma share them).
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class LoraSection(_Section):
+    """peft LoRA (``kind: lora``). Defaults follow the authors' released code: peft's own."""
+
+    rank: int = Field(8, ge=1, description="LoRA r")
+    alpha: float = Field(8.0, gt=0, description="scale alpha / r (peft's default alpha is 8)")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(LORA_TARGETS), min_length=1, description="module names"
+    )
 
 
 class ListOpsSection(_Section):
@@ -80,6 +157,7 @@ class Recipe(_Section):
     method: str = "postblock"
     model: ModelSection = ModelSection()
     adapter: AdapterSection = AdapterSection()
+    lora: LoraSection = LoraSection()
     data: DataSection = DataSection()
     train: TrainSection = TrainSection()
     eval: EvalSection = EvalSection()
@@ -110,6 +188,15 @@ def build_recipe(raw: dict) -> Recipe:
             f"unknown method {method!r}",
             _suggest(str(method), list(METHODS), what="methods"),
         )
+    adapter = raw.get("adapter")
+    # A budget or a method to match asks for the rank search; the preset's rank would otherwise
+    # win and contradict it.
+    if (
+        isinstance(adapter, dict)
+        and "rank" not in adapter
+        and (adapter.get("budget") is not None or adapter.get("match") is not None)
+    ):
+        adapter["rank"] = "auto"
     merged = _deep_merge(METHODS[method].defaults, raw)
     try:
         return Recipe.model_validate(merged)
@@ -201,6 +288,9 @@ _SYNONYMS = {
     "torch_dtype": "dtype",
     "model_name_or_path": "name",
     "r": "rank",
+    "lora_r": "rank",
+    "lora_alpha": "alpha",
+    "lora_dropout": "dropout",
     "low_rank_dimension": "rank",
     "layer": "layers",
     "position": "positions",
@@ -233,4 +323,6 @@ def _explain(err: ValidationError) -> SteerError:
         hint = _suggest(loc[-1], _valid_keys(loc[:-1]), prefix=prefix)
         return SteerError(f"unknown recipe key {key!r}{more}", hint)
     expected = first["msg"].replace("Input should be", "should be").replace("Value error, ", "")
+    if isinstance(first.get("input"), dict):  # a whole-section check: the input is the section
+        return SteerError(f"recipe section {key!r}: {expected}{more}")
     return SteerError(f"recipe key {key!r} {expected}, got {first.get('input')!r}{more}")

@@ -122,3 +122,52 @@ def results_footer(results: dict) -> str:
         f"{results['steps']} steps  ·  train {human_duration(results['train_seconds'])}  ·  "
         f"total {human_duration(results['wall_seconds'])}"
     )
+
+
+def method_summary(recipe) -> dict[str, str]:
+    """Where and how a resolved recipe's method steers, in words for the methods table."""
+    from steer_cli.methods import METHODS
+
+    method = METHODS[recipe.method]
+    if method.kind == "lora":
+        targets = ",".join(t.removesuffix("_proj") for t in recipe.lora.target_modules)
+        where, how = f"weights: {targets}", f"LoRA r={recipe.lora.rank}"
+    elif method.kind == "sft":
+        where, how = "all weights", "full"
+    else:
+        a = recipe.adapter
+        where, how = a.site, a.parameterization
+        if a.parameterization in ("lowrank", "loreft"):
+            how += f" r={a.rank}"
+        if a.parameterization == "lowrank":
+            how += " linear" if a.activation == "none" else f" {a.activation}"
+    positions = recipe.adapter.positions if method.kind == "adapter" else "all"
+    return {"kind": method.kind, "site": where, "parameterization": how, "positions": positions}
+
+
+def methods_table(
+    recipes: dict,
+    counts: dict[str, int | None] | None = None,
+    base_params: int | None = None,
+    model: str | None = None,
+) -> Table:
+    """``steer methods``: every preset, and with a model its trainable parameters."""
+    from steer_cli.methods import METHODS
+
+    title = "methods" if model is None else f"methods on {model} ({human_count(base_params)})"
+    table = Table(title=title)
+    for column in ("method", "kind", "site", "parameterization", "positions"):
+        table.add_column(column, no_wrap=column == "method")
+    table.add_column("lr", justify="right")
+    if counts is not None:
+        table.add_column("params", justify="right")
+        table.add_column("% of base", justify="right")
+    table.add_column("description")
+    for name, recipe in recipes.items():
+        summary = method_summary(recipe)
+        row = [name, *summary.values(), f"{recipe.train.lr:g}"]
+        if counts is not None:
+            n = counts.get(name)
+            row += ["-", "-"] if n is None else [f"{n:,}", f"{100 * n / base_params:.4f}%"]
+        table.add_row(*row, METHODS[name].description)
+    return table

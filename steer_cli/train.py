@@ -1,8 +1,8 @@
 """``steer train``: one loop for every method, and the run it writes.
 
-The loop knows parameters, batches and a loss, not methods: activation adapters hand it their
-parameters; weight-space methods will hand it theirs. Accelerate places it on the device and
-carries it across processes.
+The loop knows parameters, batches and a loss, not methods: whatever ``parts.build_parts`` made
+(adapters, LoRA, the full weights) hands it its parameters and optional hooks. Accelerate places
+it on the device and carries it across processes.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ class Parts(Protocol):
 
     Only ``parameters`` is required; the loop uses the others when a part defines them:
 
+    - ``module``: the ``nn.Module`` holding parameters that live outside the model (adapters),
+      registered beside the model so DDP sees them (a part that is a module counts as its own);
     - ``param_groups(lr)``: optimizer groups, e.g. separate learning rates in joint training;
     - ``penalty(step)``: a regulariser added to the loss (L1 for LoFiT, expected L0 for JoLA);
     - ``after_step(step)``: called after each optimizer step (projections, stage switches);
@@ -61,10 +63,11 @@ class Parts(Protocol):
 class _Trainable(nn.Module):
     """Model plus its trainable parts as one module, so DDP sees the adapters' parameters."""
 
-    def __init__(self, model: nn.Module, extra: nn.Module | None):
+    def __init__(self, model: nn.Module, parts: Parts | None):
         super().__init__()
         self.model = model
-        self.extra = extra if isinstance(extra, nn.Module) else None
+        extra = parts if isinstance(parts, nn.Module) else getattr(parts, "module", None)
+        self.extra = extra if isinstance(extra, nn.Module) and extra is not model else None
 
     def forward(self, **batch):
         return self.model(**batch)
@@ -214,12 +217,20 @@ def train_loop(
 
 @dataclass
 class TrainedRun:
-    """What ``run`` leaves in memory: the results, and the trained model for further use."""
+    """What ``run`` leaves in memory: the results, and the trained model for further use.
+
+    ``model`` is ``parts.model``: the model to call (for LoRA, the peft model).
+    """
 
     results: dict
     model: nn.Module
     tokenizer: object
-    interventions: nn.Module
+    parts: object  # parts.AdapterParts | LoraParts | SftParts
+
+    @property
+    def interventions(self) -> nn.Module | None:
+        """The adapters of an adapter run (None for weight-space runs)."""
+        return getattr(self.parts, "interventions", None)
 
 
 def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
@@ -232,7 +243,7 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
     from steer_cli.data.tasks import get_task, load_splits
     from steer_cli.errors import SteerError
     from steer_cli.evaluate.generation import evaluate_accuracy
-    from steer_cli.parts import build_parts
+    from steer_cli.parts import build_parts, count_base, kind_of, resolve_rank
     from steer_cli.report import (
         StepProgress,
         console,
@@ -254,7 +265,10 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
         recipe.model.name, dtype=recipe.model.dtype, device=recipe.model.device
     )
     model.requires_grad_(False)
-    base_params = sum(p.numel() for p in model.parameters())
+    base_params = count_base(model)
+    recipe, rank_choice = resolve_rank(model, recipe)  # adapter.rank: auto -> a number
+    if rank_choice is not None:
+        err_console.print(rank_choice.describe(), highlight=False)
     chat = uses_chat_template(tokenizer, recipe.data.chat_template)
     train_rows, encode_stats = encode_for_training(
         tokenizer, splits["train"], chat=chat, max_length=recipe.data.max_length
@@ -268,7 +282,7 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
     test_prompts = [prompt_token_ids(tokenizer, ex.prompt, chat) for ex in test]
     max_new = recipe.eval.max_new_tokens or task.max_new_tokens
 
-    def evaluate(label: str) -> tuple[dict, list[dict]]:
+    def evaluate(label: str, model) -> tuple[dict, list[dict]]:
         with StepProgress(f"eval {label}", len(test), every=max(1, len(test) // 4)) as bar:
             return evaluate_accuracy(
                 model,
@@ -285,15 +299,28 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
         write_text(run_dir / rundir.CONFIG, yaml.safe_dump(recipe.resolved(), sort_keys=False))
         results: dict = {
             "method": recipe.method,
+            "kind": kind_of(recipe),
             "model": recipe.model.name,
             "task": task.name,
             "eval": {},
         }
+        if rank_choice is not None:
+            results["rank_search"] = rank_choice.as_dict()
+        # The base model, before any part exists: right for every kind (SFT has no other time).
         if recipe.eval.before:
-            results["eval"]["before"], _ = evaluate("before")
+            results["eval"]["before"], _ = evaluate("before", model)
 
-        interventions = build_parts(model, recipe)
-        trainable = interventions.num_parameters()
+        parts = build_parts(model, recipe)
+        model = parts.model  # for LoRA, the peft model wrapping the base
+        weight_dtype = next(model.parameters()).dtype
+        if parts.kind == "sft" and weight_dtype in (torch.bfloat16, torch.float16):
+            # Pure low-precision AdamW rounds most small updates away (no fp32 master weights).
+            err_console.print(
+                f"[yellow]warning:[/] full fine-tuning with {weight_dtype} weights loses small "
+                "updates; set model.dtype=float32 for faithful SFT",
+                highlight=False,
+            )
+        trainable = parts.num_parameters()
         percent = 100 * trainable / base_params
         err_console.print(
             f"trainable parameters: [bold]{trainable:,}[/] ({human_count(trainable)}, "
@@ -330,15 +357,15 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
 
             summary = train_loop(
                 model,
-                interventions,
+                parts,
                 train_rows,
                 recipe.train,
                 pad_id=tokenizer.pad_token_id,
                 on_step=on_step,
             )
 
-        results["eval"]["after"], records = evaluate("after")
-        interventions.save(run_dir, metadata={"base_model": recipe.model.name})
+        results["eval"]["after"], records = evaluate("after", model)
+        parts.save(run_dir, metadata={"base_model": recipe.model.name}, tokenizer=tokenizer)
         with (run_dir / rundir.PREDICTIONS).open("w") as f:
             for r in records:
                 f.write(json.dumps(r) + "\n")
@@ -358,4 +385,4 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
     console.print(results_table(results))
     console.print(results_footer(results), highlight=False, soft_wrap=True)
     console.print(f"run written to [bold]{output}[/]")
-    return TrainedRun(results, model, tokenizer, interventions)
+    return TrainedRun(results, model, tokenizer, parts)

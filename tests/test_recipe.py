@@ -3,6 +3,7 @@
 import pytest
 
 from steer_cli.errors import SteerError
+from steer_cli.methods import METHODS
 from steer_cli.recipe import build_recipe, load_recipe
 
 
@@ -101,5 +102,108 @@ def test_bad_yaml_and_missing_file(tmp_path):
 def test_resolved_recipe_is_complete_and_round_trips():
     recipe = build_recipe({"model": "tiny-llama", "train": {"lr": 5e-4}})
     resolved = recipe.resolved()
-    assert set(resolved) == {"name", "method", "model", "adapter", "data", "train", "eval"}
+    assert set(resolved) == {"name", "method", "model", "adapter", "lora", "data", "train", "eval"}
     assert build_recipe(resolved) == recipe
+
+
+# -- presets -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "site", "parameterization", "positions"),
+    [
+        ("postblock", "block_output", "lowrank", "all"),
+        ("postblock-vector", "block_output", "vector", "all"),
+        ("postmlp", "mlp_output", "lowrank", "all"),
+        ("premlp", "attn_output", "lowrank", "all"),
+        ("reft", "mlp_output", "loreft", "last_prompt"),
+        ("reft-original", "block_output", "loreft", "f7+l7"),
+        ("lofit", "attn_heads", "lofit", "all"),
+        ("jola", "attn_heads", "jola", "all"),
+    ],
+)
+def test_adapter_presets(method, site, parameterization, positions):
+    recipe = build_recipe({"method": method})
+    assert METHODS[method].kind == "adapter"
+    assert (recipe.adapter.site, recipe.adapter.parameterization) == (site, parameterization)
+    assert recipe.adapter.positions == positions and recipe.adapter.layers == "all"
+    train = recipe.train
+    assert (train.scheduler, train.warmup_ratio, train.weight_decay) == ("constant", 0.0, 0.0)
+
+
+def test_weight_space_presets():
+    lora = build_recipe({"method": "lora"})
+    assert METHODS["lora"].kind == "lora" and lora.lora.rank == 8
+    assert lora.lora.target_modules == [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ]
+    assert (lora.train.lr, lora.train.scheduler, lora.train.warmup_ratio) == (3e-4, "cosine", 0.06)
+    sft = build_recipe({"method": "sft"})
+    assert METHODS["sft"].kind == "sft"
+    assert (sft.train.lr, sft.train.scheduler, sft.train.warmup_ratio) == (2e-5, "cosine", 0.1)
+    assert lora.train.weight_decay == sft.train.weight_decay == 0.0
+
+
+def test_every_method_has_a_five_point_grid_holding_its_default_lr():
+    for name, method in METHODS.items():
+        assert len(method.lr_grid) == 5, name
+        assert build_recipe({"method": name}).train.lr in method.lr_grid, name
+    assert METHODS["lora"].lr_grid == (5e-5, 1e-4, 3e-4, 7e-4, 1.5e-3)
+    assert METHODS["sft"].lr_grid == (5e-6, 1e-5, 2e-5, 5e-5, 1e-4)
+    assert METHODS["reft"].extra_grid == {"adapter.positions": ("last_prompt", "f7+l7")}
+
+
+def test_any_preset_field_can_be_overridden():
+    recipe = build_recipe(
+        {
+            "method": "reft",
+            "adapter": {"positions": "f7+l7", "site": "block_output"},
+            "train": {"lr": 1e-3},
+        }
+    )
+    assert (recipe.adapter.positions, recipe.adapter.site, recipe.train.lr) == (
+        "f7+l7",
+        "block_output",
+        1e-3,
+    )
+    lora = build_recipe(
+        {"method": "lora", "lora": {"rank": 4, "target_modules": ["q_proj"]}, "train": {}}
+    )
+    assert lora.lora.rank == 4 and lora.lora.target_modules == ["q_proj"]
+    assert build_recipe({"method": "sft", "train": {"scheduler": "linear"}}).train.scheduler == (
+        "linear"
+    )
+
+
+# -- budget fields -----------------------------------------------------------------------------
+
+
+def test_budget_or_match_ask_for_the_rank_search():
+    assert build_recipe({"adapter": {"budget": "0.1%"}}).adapter.rank == "auto"
+    assert build_recipe({"adapter": {"budget": " 0.25 %"}}).adapter.budget == "0.25%"
+    assert build_recipe({"adapter": {"match": "lora"}}).adapter.rank == "auto"
+    assert build_recipe({"adapter": {"rank": "auto", "budget": 5000}}).adapter.budget == 5000
+
+
+@pytest.mark.parametrize(
+    ("adapter", "fragment"),
+    [
+        ({"rank": "auto"}, "needs adapter.budget"),
+        ({"rank": 4, "budget": "0.1%"}, "set adapter.rank to auto"),
+        ({"budget": "0.1%", "match": "lora"}, "not both"),
+        ({"budget": 0.1}, "percentage"),
+        ({"budget": "120%"}, "percentage"),
+        ({"match": "lorra"}, "should name a method"),
+        ({"rank": "big"}, "integer or 'auto'"),
+    ],
+)
+def test_budget_errors(adapter, fragment):
+    with pytest.raises(SteerError) as info:
+        build_recipe({"adapter": adapter})
+    assert fragment in info.value.message and "adapter" in info.value.message

@@ -1,0 +1,77 @@
+"""Read a run directory back: the base model plus the run's trained parts, ready to evaluate.
+
+``config.yaml`` names the method (hence its kind) and the base model; the kind says where the
+trained parts are:
+
+- ``adapter``: ``adapter.safetensors`` + ``adapter.json`` (steer's format, engine.attach);
+- ``lora``: ``lora/adapter_model.safetensors`` + ``lora/adapter_config.json`` (peft's format);
+- ``sft``: ``model/`` (a ``save_pretrained`` directory: safetensors, config, tokenizer).
+
+Reloading gives exactly the model that finished training (tests check identical logits).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from steer_cli import rundir
+from steer_cli.errors import SteerError
+
+
+def read_config(run_dir: str | Path):
+    """The run's resolved recipe."""
+    import yaml
+
+    from steer_cli.recipe import build_recipe
+
+    path = Path(run_dir) / rundir.CONFIG
+    if not path.is_file():
+        raise SteerError(f"{run_dir} is not a run directory (no {rundir.CONFIG})")
+    return build_recipe(yaml.safe_load(path.read_text()) or {})
+
+
+def load_run(run_dir: str | Path, *, device: str | None = None, dtype: str | None = None):
+    """``(model, tokenizer, parts)`` for a finished run, in eval mode and frozen.
+
+    ``model`` is ``parts.model``: what to call for logits or generation (for LoRA the peft
+    model). ``device``/``dtype`` default to the run's ``model`` section.
+    """
+    from steer_cli import models
+    from steer_cli.engine.attach import Interventions
+    from steer_cli.parts import (
+        LORA_DIR,
+        MODEL_DIR,
+        AdapterParts,
+        LoraParts,
+        SftParts,
+        kind_of,
+        quiet_peft,
+    )
+
+    run_dir = Path(run_dir)
+    recipe = read_config(run_dir)
+    kind = kind_of(recipe)
+    device = device or recipe.model.device
+    dtype = dtype or recipe.model.dtype
+    if kind == "sft":
+        weights = run_dir / MODEL_DIR
+        if not weights.is_dir():
+            raise SteerError(f"{run_dir} is an sft run without its {MODEL_DIR}/ directory")
+        model, tokenizer = models.load_model(str(weights), dtype=dtype, device=device)
+        model.requires_grad_(False)
+        return model, tokenizer, SftParts(model)
+
+    model, tokenizer = models.load_model(recipe.model.name, dtype=dtype, device=device)
+    model.requires_grad_(False)
+    if kind == "adapter":
+        interventions = Interventions.load(run_dir).attach(model)
+        interventions.requires_grad_(False)
+        return model, tokenizer, AdapterParts(model, interventions)
+    if kind == "lora":
+        from peft import PeftModel
+
+        with quiet_peft():
+            peft_model = PeftModel.from_pretrained(model, str(run_dir / LORA_DIR))
+        peft_model.eval()
+        return peft_model, tokenizer, LoraParts(peft_model)
+    raise AssertionError(f"unknown method kind {kind!r}")  # pragma: no cover

@@ -1,0 +1,182 @@
+"""Parameter counts (formulas vs built parts vs peft), the rank search, ``steer methods``."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from steer_cli.cli import app
+from steer_cli.errors import SteerError
+from steer_cli.methods import METHODS
+from steer_cli.models import load_model
+from steer_cli.parts import (
+    build_parts,
+    count_base,
+    count_parameters,
+    lora_parameter_count,
+    measure,
+    resolve_rank,
+)
+from steer_cli.recipe import build_recipe
+
+# tiny-llama: d = 64, 3 layers, 4 heads x 16 (q, o: 64 -> 64), 2 KV heads (k, v: 64 -> 32),
+# MLP 128. LoRA r=8 on all seven projections: 8 * 3 * (128 + 96 + 96 + 128 + 192 + 192 + 192).
+D, LAYERS = 64, 3
+LORA_R8 = 8 * LAYERS * 1024
+LOWRANK_PER_RANK = LAYERS * 2 * D
+
+
+@pytest.fixture
+def fresh_llama():
+    """A model of its own: LoRA and SFT change the model they are built on."""
+    model, tokenizer = load_model("tiny-llama", dtype="float32", device="cpu")
+    model.requires_grad_(False)
+    return model, tokenizer
+
+
+# -- counts ------------------------------------------------------------------------------------
+
+
+def test_lora_count_equals_peft_and_the_formula(fresh_llama):
+    model, tokenizer = fresh_llama
+    ids = tokenizer("[MAX 1 2 ]", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    recipe = build_recipe({"method": "lora"})
+    assert lora_parameter_count(model, recipe.lora) == LORA_R8
+    parts = build_parts(model, recipe)
+    assert parts.model.get_nb_trainable_parameters()[0] == LORA_R8
+    assert parts.num_parameters() == LORA_R8
+    # B = 0 at init: the wrapped model computes exactly the base model.
+    with torch.no_grad():
+        assert torch.equal(parts.model(input_ids=ids).logits, before)
+    assert parts.remove() is model
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, before)
+    other = recipe.lora.model_copy(update={"rank": 3, "target_modules": ["v_proj", "down_proj"]})
+    assert lora_parameter_count(model, other) == 3 * LAYERS * (96 + 192)
+    with pytest.raises(SteerError, match="match no linear layer"):
+        lora_parameter_count(model, recipe.lora.model_copy(update={"target_modules": ["wq"]}))
+
+
+@pytest.mark.parametrize("method", ["postblock", "postblock-vector", "lora", "sft"])
+def test_built_parts_match_the_formulas(fresh_llama, method):
+    model, _ = fresh_llama
+    recipe = build_recipe({"method": method})
+    assert measure(model, recipe) == count_parameters(model, recipe)
+    assert not any(p.requires_grad for p in model.parameters()), "measure must undo its parts"
+    expected = {
+        "postblock": 8 * LOWRANK_PER_RANK,
+        "postblock-vector": LAYERS * D,
+        "lora": LORA_R8,
+        "sft": count_base(model),
+    }
+    assert count_parameters(model, recipe) == expected[method]
+
+
+def test_rank_search_picks_the_closest_rank(fresh_llama):
+    model, _ = fresh_llama
+    recipe, choice = resolve_rank(model, build_recipe({"adapter": {"budget": 5 * 384 + 150}}))
+    assert recipe.adapter.rank == choice.rank == 5 and choice.params == 5 * LOWRANK_PER_RANK
+    assert recipe.adapter.budget is None and recipe.adapter.match is None
+
+    base = count_base(model)
+    recipe, choice = resolve_rank(model, build_recipe({"adapter": {"budget": "1%"}}))
+    target = round(base / 100)
+    assert choice.target == target and "1% of the base model" in choice.describe()
+    best = min(range(1, D + 1), key=lambda r: abs(r * LOWRANK_PER_RANK - target))
+    assert recipe.adapter.rank == best
+
+    # Matching LoRA r=8 on tiny-llama: 24,576 = 64 * 384 exactly.
+    recipe, choice = resolve_rank(model, build_recipe({"adapter": {"match": "lora"}}))
+    assert (choice.rank, choice.params, choice.target) == (64, LORA_R8, LORA_R8)
+    assert "lora (r=8)" in choice.describe()
+    smaller = build_recipe({"adapter": {"match": "lora"}, "lora": {"rank": 2}})
+    assert resolve_rank(model, smaller)[0].adapter.rank == 16
+
+    fixed = build_recipe({})
+    assert resolve_rank(model, fixed) == (fixed, None)
+    with pytest.raises(SteerError, match="parameterization with a rank"):
+        resolve_rank(
+            model,
+            build_recipe({"method": "postblock-vector", "adapter": {"budget": "0.1%"}}),
+        )
+
+
+# -- steer methods -----------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def test_methods_table_lists_every_method_without_torch():
+    code = (
+        "import sys; from typer.testing import CliRunner; from steer_cli.cli import app; "
+        "r = CliRunner().invoke(app, ['methods']); print(r.output); "
+        "print('torch' in sys.modules, r.exit_code)"
+    )
+    env = {**os.environ, "COLUMNS": "250"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.strip().endswith("False 0"), out.stdout + out.stderr
+    for name in METHODS:
+        assert name in out.stdout
+    for word in ("mlp_output", "loreft r=8", "last_prompt", "f7+l7", "LoRA r=8", "full"):
+        assert word in out.stdout
+
+
+def test_methods_table_with_a_model_counts_parameters(monkeypatch):
+    from rich.console import Console
+
+    from steer_cli import report
+
+    monkeypatch.setattr(report, "console", Console(width=250))
+    result = runner.invoke(app, ["methods", "--model", "tiny-llama"])
+    assert result.exit_code == 0, result.output
+    assert f"{LORA_R8:,}" in result.output
+    assert f"{8 * LOWRANK_PER_RANK:,}" in result.output and f"{LAYERS * D:,}" in result.output
+    assert "% of base" in result.output
+
+
+def test_lora_counts_on_every_family(tiny):
+    """peft finds the same seven projections in every tiny family, and unloading restores it."""
+    model, tokenizer = tiny
+    ids = tokenizer("[SM 1 2 ]", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    recipe = build_recipe({"method": "lora", "lora": {"rank": 2}})
+    formula = lora_parameter_count(model, recipe.lora)
+    parts = build_parts(model, recipe)
+    try:
+        assert parts.model.get_nb_trainable_parameters()[0] == formula == parts.num_parameters()
+    finally:
+        parts.remove()
+    assert not any(p.requires_grad for p in model.parameters())
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, before)
+
+
+def test_rank_search_counts_only_the_steered_layers(fresh_llama):
+    model, _ = fresh_llama
+    raw = {"adapter": {"budget": 2 * D * 10, "layers": [0]}}
+    recipe, choice = resolve_rank(model, build_recipe(raw))
+    assert recipe.adapter.rank == 10 and choice.params == 2 * D * 10
+
+
+def test_adapter_parts_pass_engine_hooks_to_the_loop(fresh_llama):
+    from steer_cli.train import _Trainable
+
+    model, _ = fresh_llama
+    parts = build_parts(model, build_recipe({}))
+    try:
+        assert getattr(parts, "penalty", None) is None  # the engine defines none for lowrank
+        parts.interventions.penalty = lambda step: torch.tensor(float(step))
+        assert float(parts.penalty(3)) == 3.0
+        assert _Trainable(model, parts).extra is parts.interventions
+        assert _Trainable(model, build_parts(model, build_recipe({"method": "sft"}))).extra is None
+    finally:
+        parts.remove()
+        model.requires_grad_(False)
