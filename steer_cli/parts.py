@@ -16,7 +16,17 @@ from steer_cli.recipe import AdapterSection, Recipe
 
 def adapter_spec(section: AdapterSection) -> InterventionSpec:
     """The engine's description of the adapter a recipe's ``adapter`` section asks for."""
-    shape = AdapterShape(section.parameterization, section.rank, section.activation, section.bias)
+    shape = AdapterShape(
+        parameterization=section.parameterization,
+        rank=section.rank,
+        activation=section.activation,
+        bias=section.bias,
+        lofit_heads=section.lofit_heads,
+        lofit_stage_split=section.lofit_stage_split,
+        lofit_l1=section.lofit_l1,
+        jola_l0=section.jola_l0,
+        jola_l0_decay=section.jola_l0_decay,
+    )
     layers = section.layers if isinstance(section.layers, str) else tuple(section.layers)
     return InterventionSpec(
         site=section.site, shape=shape, layers=layers, positions=section.positions

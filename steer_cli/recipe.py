@@ -11,7 +11,15 @@ import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from steer_cli.engine.names import ACTIVATIONS, PARAMETERIZATIONS, SITES, check_positions
 from steer_cli.errors import SteerError
@@ -31,11 +39,41 @@ class ModelSection(_Section):
 class AdapterSection(_Section):
     site: Literal[SITES] = "block_output"
     parameterization: Literal[PARAMETERIZATIONS] = "lowrank"
-    rank: int = Field(8, ge=1)
+    rank: int = Field(8, ge=1, description="lowrank and loreft rank")
     activation: Literal[ACTIVATIONS] = "none"
     bias: bool = False
     layers: str | list[int] = "all"
     positions: Annotated[str, AfterValidator(check_positions)] = "all"
+    lofit_heads: float = Field(
+        0.1,
+        gt=0,
+        description="heads LoFiT keeps, all layers together: a fraction if < 1, else a count",
+    )
+    lofit_stage_split: float = Field(
+        0.5, gt=0, lt=1, description="share of the steps LoFiT spends selecting heads (stage 1)"
+    )
+    lofit_l1: float = Field(1e-3, ge=0, description="L1 weight on LoFiT's stage-1 head scales")
+    jola_l0: float = Field(
+        0.1, ge=0, description="JoLA's expected-L0 gate penalty weight at step 0"
+    )
+    jola_l0_decay: float = Field(0.01, ge=0, description="its decay: weight * exp(-decay * step)")
+
+    @field_validator("parameterization")
+    @classmethod
+    def _heads_need_attn_heads(cls, value: str, info: ValidationInfo) -> str:
+        site = info.data.get("site")
+        if value in ("lofit", "jola") and site is not None and site != "attn_heads":
+            raise ValueError(
+                f"{value} edits attention heads: set adapter.site=attn_heads (not {site})"
+            )
+        return value
+
+    @field_validator("lofit_heads")
+    @classmethod
+    def _whole_count(cls, value: float) -> float:
+        if value >= 1 and value % 1:
+            raise ValueError("should be a fraction below 1 or a whole number of heads")
+        return value
 
 
 class ListOpsSection(_Section):

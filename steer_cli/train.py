@@ -49,6 +49,7 @@ class Parts(Protocol):
 
     - ``param_groups(lr)``: optimizer groups, e.g. separate learning rates in joint training;
     - ``penalty(step)``: a regulariser added to the loss (L1 for LoFiT, expected L0 for JoLA);
+    - ``begin_training(total_steps)``: called once before step 1 (e.g. to plan stage switches);
     - ``after_step(step)``: called after each optimizer step (projections, stage switches);
     - ``batch_context(batch)``: a context manager active during the forward of a micro-batch,
       given the collated batch (with ``prompt_lengths``), e.g. to tell adapters which tokens
@@ -113,6 +114,7 @@ def train_loop(
     groups = groups_of(cfg.lr) if groups_of else [{"params": params}]
     penalty_of = getattr(trainable, "penalty", None)
     after_step = getattr(trainable, "after_step", None)
+    begin_training = getattr(trainable, "begin_training", None)
     batch_context = getattr(trainable, "batch_context", None) or (lambda batch: nullcontext())
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(
@@ -126,6 +128,8 @@ def train_loop(
     world, rank = accelerator.num_processes, accelerator.process_index
     order = _example_order(len(rows), cfg.seed)
 
+    if begin_training is not None:
+        begin_training(total)
     wrapped.train()
     start = time.perf_counter()
     tokens_total = supervised_total = 0
@@ -337,6 +341,7 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
             final_loss=summary.final_loss,
             examples={"train": len(train_rows), "test": len(test), **encode_stats.as_dict()},
             train_seconds=summary.seconds,
+            adapter=interventions.summary(),
             wall_seconds=time.perf_counter() - wall_start,
         )
         write_json(run_dir / rundir.RESULTS, results)
