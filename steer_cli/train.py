@@ -112,6 +112,9 @@ def train_loop(
     total = plan_steps(len(rows), cfg)
     groups_of = getattr(trainable, "param_groups", None)
     groups = groups_of(cfg.lr) if groups_of else [{"params": params}]
+    grouped = {id(p) for g in groups for p in g["params"]}
+    if missed := [p for p in params if id(p) not in grouped]:
+        groups.append({"params": missed})  # e.g. model weights left trainable beside adapters
     penalty_of = getattr(trainable, "penalty", None)
     after_step = getattr(trainable, "after_step", None)
     begin_training = getattr(trainable, "begin_training", None)

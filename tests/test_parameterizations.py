@@ -437,3 +437,29 @@ def test_steer_train_runs_and_reloads(tmp_path, adapter):
     assert generate(fresh, tokenizer, [prompt], max_new_tokens=4, batch_size=1) == live
     loaded.detach()
     trained.interventions.detach()
+
+
+def test_seeded_training_is_reproducible_with_gate_noise_and_weight_decay():
+    """JoLA's gate noise comes from the interventions' seeded generator; LoReFT keeps an
+    orthonormal, non-zero R under the loop's weight decay (its parametrization is not decayed)."""
+    model, tokenizer = load_model("tiny-qwen2", dtype="float32", device="cpu", seed=0)
+    model.requires_grad_(False)
+    cfg = build_recipe(
+        {"train": {"max_steps": 2, "batch_size": 4, "lr": 1e-2, "weight_decay": 0.1}}
+    ).train
+    for spec in (
+        InterventionSpec(site="attn_heads", shape=AdapterShape("jola")),
+        InterventionSpec(site="mlp_output", shape=AdapterShape("loreft", rank=2)),
+    ):
+        states = []
+        for _ in range(2):
+            handle = attach(model, spec, seed=4)
+            train.train_loop(model, handle, _rows(tokenizer), cfg, pad_id=tokenizer.pad_token_id)
+            handle.detach()
+            states.append(handle.tensors())
+        for key, value in states[0].items():
+            assert torch.equal(value, states[1][key]), key
+        if spec.shape.parameterization == "loreft":
+            for adapter in handle.adapters.values():
+                weight = adapter.rotate_layer.weight
+                torch.testing.assert_close(weight.T @ weight, torch.eye(2), atol=1e-5, rtol=0)
