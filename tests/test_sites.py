@@ -97,13 +97,12 @@ def test_block_output_shifts_the_layer_output_by_exactly_v(tiny):
     model, tokenizer = tiny
     ids = _ids(tokenizer)
     last = find_decoder_layers(model)[-1]
-    base = _capture(last)
     handle, v = _vector_on_last_layer(model, "block_output")
     try:
         # Registered after the adapter's hook, so it sees the edited output.
         with _capture(last) as steered:
             _logits(model, ids)
-        with handle.disabled(), base as unsteered:
+        with handle.disabled(), _capture(last) as unsteered:
             _logits(model, ids)
     finally:
         handle.detach()

@@ -221,7 +221,7 @@ class LoFiTAdapter(nn.Module):
         self.heads.copy_(heads)
         self.A.zero_()
         fresh = torch.randn(self.v.shape, generator=generator).to(self.v.device) * HEAD_INIT_STD
-        self.v.copy_(torch.where(heads[:, None].to(self.v.device), fresh, torch.zeros_like(fresh)))
+        self.v.copy_(torch.where(heads[:, None], fresh, torch.zeros_like(fresh)))
         self.stage = 2
 
 
