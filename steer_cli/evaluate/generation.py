@@ -48,7 +48,11 @@ def generate(
             ids, mask = left_pad(batch, pad_id)
             width = ids.shape[1]
             starts = [width - len(p) for p in batch]
-            with prompt_span(model, starts, [width] * len(batch)):
+            # cached(): evaluate parametrized weights (LoReFT's R) once per batch, not per step.
+            with (
+                prompt_span(model, starts, [width] * len(batch)),
+                torch.nn.utils.parametrize.cached(),
+            ):
                 generated = model.generate(
                     input_ids=ids.to(device),
                     attention_mask=mask.to(device),

@@ -59,7 +59,7 @@ def score(
             for r, x in enumerate(inputs):
                 ids[r, : len(x)] = torch.tensor(x)
             lengths = [len(ctx) for ctx, _ in chunk]
-            with prompt_span(model, [0] * len(chunk), lengths):
+            with prompt_span(model, [0] * len(chunk), lengths), torch.nn.utils.parametrize.cached():
                 logits = model(input_ids=ids.to(device)).logits
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             for r, (ctx, cont) in enumerate(chunk):
