@@ -236,9 +236,13 @@ class Interventions(nn.Module):
                 f"the prompt span has {start.shape[0]} rows but the forward has {batch} "
                 "(beam search and num_return_sequences > 1 are not supported with positions)"
             )
-        cache = kwargs.get("past_key_values")
-        offset = int(cache.get_seq_length()) if cache is not None else 0
-        columns = torch.arange(offset, offset + tokens, device=hidden.device)
+        cache_position = kwargs.get("cache_position")  # passed to layers by transformers 4.x
+        if cache_position is not None and cache_position.numel() == tokens:
+            columns = cache_position.to(device=hidden.device, dtype=torch.long).flatten()
+        else:  # transformers 5: the cache, before this forward's tokens are added to it
+            cache = kwargs.get("past_key_values", kwargs.get("past_key_value"))
+            offset = int(cache.get_seq_length()) if cache is not None else 0
+            columns = torch.arange(offset, offset + tokens, device=hidden.device)
         self._mask = position_mask(self.spec.positions, columns, start, end)
         if self._recorder is not None:
             self._recorder.append((columns.cpu(), self._mask.cpu()))
