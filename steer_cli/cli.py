@@ -26,6 +26,8 @@ class _SteerGroup(TyperGroup):
         except (typer.TyperException, typer.Exit, typer.Abort):  # usage errors, exits
             raise
         except Exception as err:
+            if _signalled:
+                _fail("interrupted; no run directory was written", code=130)
             if os.environ.get("STEER_DEBUG"):
                 raise
             _fail(f"{type(err).__name__}: {err}", "set STEER_DEBUG=1 to see the traceback")
@@ -95,14 +97,22 @@ def train(
     training.run(config, out, overwrite=overwrite)
 
 
+_signalled: list[int] = []  # termination signals received (set by the handler below)
+
+
 def _interrupt_on_termination() -> None:
-    """SIGTERM/SIGHUP (a killed job, a closed terminal) clean up like Ctrl-C does."""
+    """Ctrl-C, SIGTERM (a killed job) and SIGHUP (a closed terminal) all clean up the same way.
+
+    The handler records the signal before raising, so an interrupt that a library turns into
+    another exception (transformers' lazy imports do) is still reported as an interrupt.
+    """
     import signal
 
     def interrupt(signum, frame):
+        _signalled.append(signum)
         raise KeyboardInterrupt
 
-    for name in ("SIGTERM", "SIGHUP"):
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), interrupt)
 

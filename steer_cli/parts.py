@@ -29,7 +29,7 @@ from torch import nn
 
 from steer_cli.engine.adapters import AdapterShape
 from steer_cli.engine.attach import Interventions, InterventionSpec, attach
-from steer_cli.engine.sites import find_decoder_layers, hidden_size, resolve_layers
+from steer_cli.engine.sites import find_decoder_layers, head_geometry, hidden_size, resolve_layers
 from steer_cli.errors import SteerError
 from steer_cli.methods import METHODS
 from steer_cli.recipe import AdapterSection, LoraSection, Recipe, build_recipe
@@ -38,7 +38,7 @@ LORA_DIR = "lora"  # peft's adapter_model.safetensors + adapter_config.json
 MODEL_DIR = "model"  # full weights (SFT), a save_pretrained directory with its tokenizer
 
 # Optional training-loop hooks an engine part may define (see ``train.Parts``).
-_LOOP_HOOKS = ("param_groups", "penalty", "after_step", "batch_context")
+_LOOP_HOOKS = ("param_groups", "penalty", "begin_training", "after_step", "batch_context")
 
 
 @contextmanager
@@ -163,7 +163,17 @@ def adapter_spec(section: AdapterSection) -> InterventionSpec:
     """The engine's description of the adapter a recipe's ``adapter`` section asks for."""
     if section.rank == "auto":
         raise ValueError("adapter.rank is auto: resolve it first (parts.resolve_rank)")
-    shape = AdapterShape(section.parameterization, section.rank, section.activation, section.bias)
+    shape = AdapterShape(
+        parameterization=section.parameterization,
+        rank=section.rank,
+        activation=section.activation,
+        bias=section.bias,
+        lofit_heads=section.lofit_heads,
+        lofit_stage_split=section.lofit_stage_split,
+        lofit_l1=section.lofit_l1,
+        jola_l0=section.jola_l0,
+        jola_l0_decay=section.jola_l0_decay,
+    )
     layers = section.layers if isinstance(section.layers, str) else tuple(section.layers)
     return InterventionSpec(
         site=section.site, shape=shape, layers=layers, positions=section.positions
@@ -256,16 +266,16 @@ def lora_parameter_count(model: nn.Module, section: LoraSection) -> int:
 
 
 def adapter_parameter_count(model: nn.Module, section: AdapterSection, rank: int) -> int:
-    """SPEC 2's per-layer formula (``AdapterShape.parameter_count``) times the layers steered."""
-    shape = AdapterShape(
-        parameterization=section.parameterization,
-        rank=rank,
-        activation=section.activation,
-        bias=section.bias,
-    )
-    n_layers = len(find_decoder_layers(model))
-    layers = section.layers if isinstance(section.layers, str) else tuple(section.layers)
-    return len(resolve_layers(layers, n_layers)) * shape.parameter_count(hidden_size(model))
+    """SPEC 2's per-layer formula (``AdapterShape.parameter_count``) times the layers steered.
+
+    For the ranked parameterizations (what the rank search sizes); the width is the site's:
+    the concatenated heads at ``attn_heads``, the residual stream elsewhere.
+    """
+    spec = adapter_spec(section.model_copy(update={"rank": rank}))
+    n_heads, head_dim = head_geometry(model)
+    width = n_heads * head_dim if spec.site == "attn_heads" else hidden_size(model)
+    layers = resolve_layers(spec.layers, len(find_decoder_layers(model)))
+    return len(layers) * spec.shape.parameter_count(width)
 
 
 def count_parameters(model: nn.Module, recipe: Recipe) -> int:
@@ -277,6 +287,8 @@ def count_parameters(model: nn.Module, recipe: Recipe) -> int:
         return count_base(model)
     if recipe.adapter.rank == "auto":
         recipe, _ = resolve_rank(model, recipe)
+    if recipe.adapter.parameterization not in _RANKED:  # head-wise: count what is built
+        return measure(model, recipe)
     try:
         return adapter_parameter_count(model, recipe.adapter, recipe.adapter.rank)
     except ValueError as err:

@@ -19,6 +19,8 @@ from pydantic import (
     Field,
     PlainValidator,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -85,6 +87,36 @@ class AdapterSection(_Section):
     bias: bool = False
     layers: str | list[int] = "all"
     positions: Annotated[str, AfterValidator(check_positions)] = "all"
+    lofit_heads: float = Field(
+        0.1,
+        gt=0,
+        description="heads LoFiT keeps, all layers together: a fraction if < 1, else a count",
+    )
+    lofit_stage_split: float = Field(
+        0.5, gt=0, lt=1, description="share of the steps LoFiT spends selecting heads (stage 1)"
+    )
+    lofit_l1: float = Field(1e-3, ge=0, description="L1 weight on LoFiT's stage-1 head scales")
+    jola_l0: float = Field(
+        0.1, ge=0, description="JoLA's expected-L0 gate penalty weight at step 0"
+    )
+    jola_l0_decay: float = Field(0.01, ge=0, description="its decay: weight * exp(-decay * step)")
+
+    @field_validator("parameterization")
+    @classmethod
+    def _heads_need_attn_heads(cls, value: str, info: ValidationInfo) -> str:
+        site = info.data.get("site")
+        if value in ("lofit", "jola") and site is not None and site != "attn_heads":
+            raise ValueError(
+                f"{value} edits attention heads: set adapter.site=attn_heads (not {site})"
+            )
+        return value
+
+    @field_validator("lofit_heads")
+    @classmethod
+    def _whole_count(cls, value: float) -> float:
+        if value >= 1 and value % 1:
+            raise ValueError("should be a fraction below 1 or a whole number of heads")
+        return value
 
     @model_validator(mode="after")
     def _rank_search(self) -> AdapterSection:

@@ -51,6 +51,7 @@ class Parts(Protocol):
       registered beside the model so DDP sees them (a part that is a module counts as its own);
     - ``param_groups(lr)``: optimizer groups, e.g. separate learning rates in joint training;
     - ``penalty(step)``: a regulariser added to the loss (L1 for LoFiT, expected L0 for JoLA);
+    - ``begin_training(total_steps)``: called once before step 1 (e.g. to plan stage switches);
     - ``after_step(step)``: called after each optimizer step (projections, stage switches);
     - ``batch_context(batch)``: a context manager active during the forward of a micro-batch,
       given the collated batch (with ``prompt_lengths``), e.g. to tell adapters which tokens
@@ -124,8 +125,12 @@ def train_loop(
     total = plan_steps(len(rows), cfg)
     groups_of = getattr(trainable, "param_groups", None)
     groups = groups_of(cfg.lr) if groups_of else [{"params": params}]
+    grouped = {id(p) for g in groups for p in g["params"]}
+    if missed := [p for p in params if id(p) not in grouped]:
+        groups.append({"params": missed})  # e.g. model weights left trainable beside adapters
     penalty_of = getattr(trainable, "penalty", None)
     after_step = getattr(trainable, "after_step", None)
+    begin_training = getattr(trainable, "begin_training", None)
     batch_context = getattr(trainable, "batch_context", None) or (lambda batch: nullcontext())
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(
@@ -139,6 +144,8 @@ def train_loop(
     world, rank = accelerator.num_processes, accelerator.process_index
     order = _example_order(len(rows), cfg.seed)
 
+    if begin_training is not None:
+        begin_training(total)
     wrapped.train()
     start = time.perf_counter()
     tokens_total = supervised_total = 0
@@ -381,6 +388,8 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
             train_seconds=summary.seconds,
             wall_seconds=time.perf_counter() - wall_start,
         )
+        if parts.kind == "adapter":  # e.g. LoFiT's chosen heads, JoLA's open gates
+            results["adapter"] = parts.interventions.summary()
         write_json(run_dir / rundir.RESULTS, results)
     console.print(results_table(results))
     console.print(results_footer(results), highlight=False, soft_wrap=True)

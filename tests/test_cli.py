@@ -142,10 +142,9 @@ def test_killed_training_leaves_nothing(tmp_path, recipe, signame):
         time.sleep(0.2)
     proc.send_signal(getattr(signal, signame))
     _, stderr = proc.communicate(timeout=60)
-    # Exit 130, or death by SIGINT itself (CPython's convention; a shell reports both as 130).
-    assert proc.returncode == 130 or proc.returncode == -signal.SIGINT == -getattr(
-        signal, signame
-    ), stderr
+    # Exit 130, or CPython's own exit by re-raising SIGINT after the interrupt was handled
+    # (a shell reports both as $? = 130).
+    assert proc.returncode in (130, -signal.SIGINT), stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert list(tmp_path.iterdir()) == [recipe]
 

@@ -216,3 +216,24 @@ def test_resolve_layers(spec, expected):
 def test_resolve_layers_rejects(spec):
     with pytest.raises(ValueError, match="layers"):
         resolve_layers(spec, 4)
+
+
+def test_loads_an_adapter_saved_before_the_grid_fields(tiny_models, tmp_path):
+    """adapter.json files written before lofit/jola fields and summaries existed still load."""
+    import json
+
+    model, tokenizer = tiny_models["tiny-llama"]
+    ids = _ids(tokenizer, PROMPTS[0])
+    handle = attach(model, InterventionSpec(shape=SHAPES["linear"]), seed=0)
+    randomize(handle)
+    expected = _logits(model, ids)
+    handle.save(tmp_path)
+    handle.detach()
+    config = json.loads((tmp_path / "adapter.json").read_text())
+    old = {k: v for k, v in config.items() if not k.startswith(("lofit_", "jola_", "summary"))}
+    (tmp_path / "adapter.json").write_text(json.dumps(old))
+    loaded = Interventions.load(tmp_path).attach(model)
+    try:
+        assert torch.equal(_logits(model, ids), expected)
+    finally:
+        loaded.detach()

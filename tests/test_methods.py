@@ -172,7 +172,8 @@ def test_adapter_parts_pass_engine_hooks_to_the_loop(fresh_llama):
     model, _ = fresh_llama
     parts = build_parts(model, build_recipe({}))
     try:
-        assert getattr(parts, "penalty", None) is None  # the engine defines none for lowrank
+        assert parts.penalty(1) is None  # lowrank has no regulariser
+        assert callable(parts.begin_training) and callable(parts.after_step)
         parts.interventions.penalty = lambda step: torch.tensor(float(step))
         assert float(parts.penalty(3)) == 3.0
         assert _Trainable(model, parts).extra is parts.interventions

@@ -1,7 +1,12 @@
 """How to steer: parameterizations of the edit ``h <- h + delta(h)`` (SPEC section 2).
 
 Adapters keep their parameters in float32 whatever the model's dtype: they are tiny, and fp32
-keeps small updates from vanishing in bf16. The caller casts ``h`` in and ``delta`` back out.
+keeps small updates from vanishing in bf16 (and LoReFT's orthogonal parametrization needs fp32:
+bf16 QR fails). The caller casts ``h`` in and ``delta`` back out.
+
+Residual-shaped adapters (vector, lowrank, loreft) take ``h`` of shape ``[..., width]``. Head-wise
+adapters (lofit, jola; ``per_head = True``) take ``z`` of shape ``[..., heads, head_dim]`` and
+live at the ``attn_heads`` site only.
 """
 
 from __future__ import annotations
@@ -12,34 +17,78 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-IMPLEMENTED: tuple[str, ...] = ("vector", "lowrank")
+from steer_cli.engine.names import PARAMETERIZATIONS
+
+HEAD_WISE: tuple[str, ...] = ("lofit", "jola")
 ACTIVATIONS = {"none": None, "silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+
+HEAD_INIT_STD = 1e-3  # LoFiT and JoLA draw A and v from N(0, 1e-3)
+# Hard-concrete gates (Louizos et al. 2018, as JoLA uses them): temperature and stretch interval.
+GATE_BETA = 0.33
+GATE_GAMMA = -0.1
+GATE_ZETA = 1.1
 
 
 @dataclass(frozen=True)
 class AdapterShape:
-    """What one layer's adapter is, independent of where it is attached."""
+    """What one layer's adapter is, independent of where it is attached.
+
+    The ``lofit_*`` and ``jola_*`` fields configure those methods' training (head selection,
+    penalties); the other parameterizations ignore them.
+    """
 
     parameterization: str = "lowrank"
     rank: int = 8
     activation: str = "none"  # "none" = linear lowrank; otherwise W_up phi(W_down h)
     bias: bool = False
+    lofit_heads: float = 0.1  # heads kept after stage 1, all layers together: fraction if < 1
+    lofit_stage_split: float = 0.5  # share of the training steps spent in stage 1
+    lofit_l1: float = 1e-3  # L1 weight on the stage-1 scales A (LoFiT's l1_lambda)
+    jola_l0: float = 0.1  # expected-L0 weight lambda_0; lambda_t = jola_l0 * exp(-decay * t)
+    jola_l0_decay: float = 0.01
 
     def __post_init__(self) -> None:
-        if self.parameterization not in IMPLEMENTED:
-            raise ValueError(f"parameterization {self.parameterization!r} is not implemented yet")
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise ValueError(
+                f"unknown parameterization {self.parameterization!r}; "
+                f"choose from {', '.join(PARAMETERIZATIONS)}"
+            )
         if self.activation not in ACTIVATIONS:
             raise ValueError(
                 f"unknown activation {self.activation!r}; choose from {', '.join(ACTIVATIONS)}"
             )
-        if self.parameterization == "lowrank" and self.rank < 1:
+        if self.parameterization in ("lowrank", "loreft") and self.rank < 1:
             raise ValueError(f"rank must be >= 1, got {self.rank}")
+        if self.lofit_heads <= 0 or (self.lofit_heads >= 1 and self.lofit_heads % 1):
+            raise ValueError(
+                f"lofit_heads must be a fraction in (0, 1) or a whole count >= 1, "
+                f"got {self.lofit_heads}"
+            )
+        if not 0 < self.lofit_stage_split < 1:
+            raise ValueError(f"lofit_stage_split must be in (0, 1), got {self.lofit_stage_split}")
 
-    def parameter_count(self, d: int) -> int:
-        """SPEC 2's formula for one layer: ``d`` for a vector, ``2 d r (+ d)`` for low rank."""
-        if self.parameterization == "vector":
-            return d
-        return 2 * d * self.rank + (d if self.bias else 0)
+    @property
+    def head_wise(self) -> bool:
+        return self.parameterization in HEAD_WISE
+
+    def parameter_count(
+        self, width: int, *, n_heads: int = 0, head_dim: int = 0, selected_heads: int = 0
+    ) -> int:
+        """SPEC 2's formula for one layer.
+
+        ``d`` (vector); ``2 d r (+ d)`` (lowrank); ``2 d r + r`` (loreft); ``H (2 d_h + 2)``
+        (jola); ``2 d_h`` per selected head (lofit: pass ``selected_heads``).
+        """
+        p = self.parameterization
+        if p == "vector":
+            return width
+        if p == "lowrank":
+            return 2 * width * self.rank + (width if self.bias else 0)
+        if p == "loreft":
+            return 2 * width * self.rank + self.rank
+        if p == "jola":
+            return n_heads * (2 * head_dim + 2)
+        return 2 * head_dim * selected_heads
 
 
 class VectorAdapter(nn.Module):
@@ -77,7 +126,175 @@ class LowRankAdapter(nn.Module):
         return self.up(self.act(self.down(h)))
 
 
-def build_adapter(shape: AdapterShape, d: int) -> nn.Module:
-    if shape.parameterization == "vector":
-        return VectorAdapter(d)
-    return LowRankAdapter(d, shape.rank, shape.activation, shape.bias)
+class _Rotation(nn.Module):
+    """pyreft's ``LowRankRotateLayer``: ``h -> h @ weight`` with ``weight`` ``[d, r]``."""
+
+    def __init__(self, d: int, rank: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(d, rank))
+        nn.init.orthogonal_(self.weight)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(h.to(self.weight.dtype), self.weight)
+
+
+def _orthogonal_rotation(d: int, rank: int) -> nn.Module:
+    # Default map and trivialization, as pyreft registers it.
+    return nn.utils.parametrizations.orthogonal(_Rotation(d, rank))
+
+
+class LoReFTAdapter(nn.Module):
+    """LoReFT (pyreft's ``LoreftIntervention``): ``delta(h) = R^T (W h + b - R h)``.
+
+    ``R`` (``r x d``, stored transposed as pyreft does: ``rotate_layer.weight`` is ``[d, r]``) has
+    orthonormal rows as a hard constraint (``torch.nn.utils.parametrizations.orthogonal``), in
+    fp32. ``R`` starts as a random orthogonal matrix and ``W, b`` as a default ``nn.Linear``, so,
+    faithfully to pyreft, LoReFT is **not** the identity at init: the model's outputs change as
+    soon as it is attached.
+
+    Saved as the evaluated ``R`` plus ``W, b`` (``export_tensors``) and reloaded the way pyreft's
+    ``load_state_dict`` does, not as the parametrization's ``[d, d]`` trivialization base.
+    """
+
+    def __init__(self, d: int, rank: int):
+        super().__init__()
+        self.rank = rank
+        self.rotate_layer = _orthogonal_rotation(d, rank)
+        self.learned_source = nn.Linear(d, rank)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        weight = self.rotate_layer.weight  # evaluate the parametrization once per call
+        rotated = torch.matmul(h, weight)
+        return torch.matmul(self.learned_source(h) - rotated, weight.T)
+
+    def export_tensors(self) -> dict[str, torch.Tensor]:
+        return {
+            "rotation": self.rotate_layer.weight.detach(),
+            "learned_source.weight": self.learned_source.weight.detach(),
+            "learned_source.bias": self.learned_source.bias.detach(),
+        }
+
+    def import_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        rotation = tensors["rotation"]
+        d, rank = rotation.shape
+        device = self.learned_source.weight.device
+        self.learned_source.load_state_dict(
+            {
+                "weight": tensors["learned_source.weight"],
+                "bias": tensors["learned_source.bias"],
+            }
+        )
+        # A fresh parametrization's weight is exactly ``base[:, :r]``; put R there.
+        self.rotate_layer = _orthogonal_rotation(d, rank).to(device)
+        with torch.no_grad():
+            self.rotate_layer.parametrizations.weight[0].base[:, :rank] = rotation.to(device)
+        self.rank = rank
+
+
+class LoFiTAdapter(nn.Module):
+    """LoFiT on one layer's heads: ``z_i <- (1 + A_i) * z_i + v_i`` on selected heads.
+
+    Two stages (driven by ``Interventions``): stage 1 uses ``delta = A * z`` on every head and
+    trains ``A`` under an L1 penalty; ``select(heads)`` then sets ``A = 0``, redraws ``v`` on the
+    kept heads (zero elsewhere) and stage 2 uses ``delta = v`` on those heads, training ``v``
+    only. ``A`` and ``v`` start as N(0, 1e-3) draws, so LoFiT is not exactly the identity at init.
+    """
+
+    per_head = True
+
+    def __init__(self, n_heads: int, head_dim: int):
+        super().__init__()
+        self.A = nn.Parameter(torch.randn(n_heads, head_dim) * HEAD_INIT_STD)
+        self.v = nn.Parameter(torch.randn(n_heads, head_dim) * HEAD_INIT_STD)
+        self.register_buffer("heads", torch.zeros(n_heads, dtype=torch.bool))
+        self.stage = 1
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.stage == 1:
+            return self.A * z
+        # Stage 2: A = 0 and is not used, so it gets no gradient and AdamW leaves it alone.
+        return torch.where(self.heads[:, None], self.v, torch.zeros_like(self.v)).expand_as(z)
+
+    @torch.no_grad()
+    def select(self, heads: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        heads = heads.to(self.heads.device)
+        self.heads.copy_(heads)
+        self.A.zero_()
+        fresh = torch.randn(self.v.shape, generator=generator).to(self.v.device) * HEAD_INIT_STD
+        self.v.copy_(torch.where(heads[:, None], fresh, torch.zeros_like(fresh)))
+        self.stage = 2
+
+
+def xavier_uniform_vector_(tensor: torch.Tensor) -> torch.Tensor:
+    """Xavier-uniform for a 1-D tensor of ``n`` gates, seen as a ``1 x n`` matrix."""
+    nn.init.xavier_uniform_(tensor.view(1, -1))
+    return tensor
+
+
+class JoLAAdapter(nn.Module):
+    """JoLA on one layer's heads: ``z_i <- (1 + g2_i A_i) * z_i + g1_i v_i`` with hard-concrete
+    gates ``g1`` (on the shift ``v``) and ``g2`` (on the scale ``A``).
+
+    Training samples ``s = sigmoid((log u - log(1 - u) + log_alpha) / 0.33)``,
+    ``g = clamp(1.2 s - 0.1, 0, 1)``; evaluation uses ``g = clamp(1.2 sigmoid(log_alpha) - 0.1,
+    0, 1)``, so a gate is *open* when that is > 0. Which one runs follows ``self.training``.
+    """
+
+    per_head = True
+
+    def __init__(self, n_heads: int, head_dim: int):
+        super().__init__()
+        self.A = nn.Parameter(torch.randn(n_heads, head_dim) * HEAD_INIT_STD)
+        self.v = nn.Parameter(torch.randn(n_heads, head_dim) * HEAD_INIT_STD)
+        self.log_alpha_A = nn.Parameter(xavier_uniform_vector_(torch.empty(n_heads)))
+        self.log_alpha_v = nn.Parameter(xavier_uniform_vector_(torch.empty(n_heads)))
+        self.generator: torch.Generator | None = None  # set by Interventions for reproducibility
+
+    def _gate(self, log_alpha: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            u = torch.rand(log_alpha.shape, generator=self.generator).to(log_alpha.device)
+            u = u.clamp(1e-6, 1 - 1e-6)
+            s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / GATE_BETA)
+        else:
+            s = torch.sigmoid(log_alpha)
+        return torch.clamp(s * (GATE_ZETA - GATE_GAMMA) + GATE_GAMMA, 0.0, 1.0)
+
+    def gates(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(g_A, g_v)``, each ``[heads]``."""
+        return self._gate(self.log_alpha_A), self._gate(self.log_alpha_v)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        g_a, g_v = self.gates()
+        return g_a[:, None] * self.A * z + g_v[:, None] * self.v
+
+    def expected_l0(self) -> torch.Tensor:
+        """Expected number of non-zero gates: ``sum sigmoid(log_alpha - beta log(-gamma/zeta))``."""
+        shift = GATE_BETA * math.log(-GATE_GAMMA / GATE_ZETA)
+        return (
+            torch.sigmoid(self.log_alpha_A - shift).sum()
+            + torch.sigmoid(self.log_alpha_v - shift).sum()
+        )
+
+    @torch.no_grad()
+    def open_gates(self) -> dict[str, int]:
+        """Gates whose evaluation value is > 0 (the head's scale / shift is in use)."""
+        open_a = torch.sigmoid(self.log_alpha_A) * (GATE_ZETA - GATE_GAMMA) + GATE_GAMMA > 0
+        open_v = torch.sigmoid(self.log_alpha_v) * (GATE_ZETA - GATE_GAMMA) + GATE_GAMMA > 0
+        return {"scale": int(open_a.sum()), "shift": int(open_v.sum())}
+
+
+def build_adapter(
+    shape: AdapterShape, width: int, *, n_heads: int = 0, head_dim: int = 0
+) -> nn.Module:
+    p = shape.parameterization
+    if p == "vector":
+        return VectorAdapter(width)
+    if p == "lowrank":
+        return LowRankAdapter(width, shape.rank, shape.activation, shape.bias)
+    if p == "loreft":
+        return LoReFTAdapter(width, shape.rank)
+    if not n_heads or not head_dim:
+        raise ValueError(f"{p} needs the head geometry (n_heads, head_dim)")
+    if p == "lofit":
+        return LoFiTAdapter(n_heads, head_dim)
+    return JoLAAdapter(n_heads, head_dim)

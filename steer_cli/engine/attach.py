@@ -1,16 +1,25 @@
-"""Attach adapters to a model with forward hooks, detach them, save and reload them.
+"""Attach adapters to a model with hooks, detach them, save and reload them.
 
 The adapters live in an ``Interventions`` module of their own, never inside the base model: the
 model's ``state_dict``/``save_pretrained`` stay untouched, peft wrapping keeps working, and
 detaching restores the exact original computation.
+
+Positions other than ``all`` need to know where each row's prompt is: set it with
+``interventions.prompt_span(start, end)`` (or ``prompt_span(model, start, end)`` for every
+intervention attached to a model) around the forward passes; see ``positions.py`` for the one
+meaning each mode has in training, generation and scoring. Training sets it per batch through
+``batch_context``, ``evaluate.generation.generate`` and ``evaluate.scoring.score`` set it
+themselves. A forward without a span raises rather than silently steering every token.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+import math
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -18,15 +27,24 @@ from torch import nn
 
 from steer_cli.atomic import atomic_write, write_json
 from steer_cli.engine.adapters import AdapterShape, build_adapter
-from steer_cli.engine.names import SITES
-from steer_cli.engine.sites import find_decoder_layers, hidden_size, resolve_layers
+from steer_cli.engine.names import SITES, check_positions
+from steer_cli.engine.positions import position_mask
+from steer_cli.engine.sites import (
+    find_decoder_layers,
+    head_geometry,
+    hidden_size,
+    resolve_layers,
+    site_module,
+)
 
-IMPLEMENTED_SITES = ("block_output",)
-IMPLEMENTED_POSITIONS = ("all",)
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter.json"
 FORMAT = "steer-adapter"
 FORMAT_VERSION = 1
+
+# Decoder-layer lists -> the Interventions attached to them, so generation and scoring helpers
+# that only see the model can set the prompt span of whatever is attached.
+_ATTACHED: weakref.WeakKeyDictionary[nn.Module, weakref.WeakSet] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -41,23 +59,66 @@ class InterventionSpec:
     def __post_init__(self) -> None:
         if self.site not in SITES:
             raise ValueError(f"unknown site {self.site!r}; choose from {', '.join(SITES)}")
-        if self.site not in IMPLEMENTED_SITES:
-            raise ValueError(f"site {self.site!r} is not implemented yet")
-        if self.positions not in IMPLEMENTED_POSITIONS:
-            raise ValueError(f"positions {self.positions!r} are not implemented yet")
+        if self.shape.head_wise and self.site != "attn_heads":
+            raise ValueError(
+                f"{self.shape.parameterization} edits attention heads: use site attn_heads, "
+                f"not {self.site}"
+            )
+        try:
+            check_positions(self.positions)
+        except ValueError as err:
+            raise ValueError(f"positions {self.positions!r}: {err}") from None
 
 
 class Interventions(nn.Module):
-    """One adapter per selected layer, applied as ``h <- h + delta(h)`` at the spec's site."""
+    """One adapter per selected layer, applied as ``h <- h + delta(h)`` at the spec's site.
 
-    def __init__(self, spec: InterventionSpec, d: int, layer_ids: list[int]):
+    Also the training loop's ``Parts`` (see ``train.Parts``): ``batch_context`` sets the prompt
+    span per batch; ``begin_training``/``after_step``/``penalty`` drive LoFiT's two stages and
+    L1 penalty and JoLA's expected-L0 penalty. ``summary()`` reports what a run ended with
+    (LoFiT's selected heads, JoLA's open gates). Starts in eval mode (deterministic JoLA gates);
+    the training loop switches it to train mode.
+    """
+
+    def __init__(
+        self,
+        spec: InterventionSpec,
+        d: int,
+        layer_ids: list[int],
+        *,
+        n_heads: int | None = None,
+        head_dim: int | None = None,
+        seed: int = 0,
+    ):
         super().__init__()
+        if spec.site == "attn_heads" and not (n_heads and head_dim):
+            raise ValueError("site attn_heads needs n_heads and head_dim")
         self.spec = spec
         self.hidden_size = d
+        self.n_heads = n_heads if spec.site == "attn_heads" else None
+        self.head_dim = head_dim if spec.site == "attn_heads" else None
+        self.width = n_heads * head_dim if spec.site == "attn_heads" else d
         self.layer_ids = list(layer_ids)
-        self.adapters = nn.ModuleDict({str(i): build_adapter(spec.shape, d) for i in layer_ids})
+        self.adapters = nn.ModuleDict(
+            {
+                str(i): build_adapter(
+                    spec.shape, self.width, n_heads=n_heads or 0, head_dim=head_dim or 0
+                )
+                for i in layer_ids
+            }
+        )
         self.enabled = True
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._layers_ref: weakref.ref | None = None
+        self._span: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._mask: torch.Tensor | None = None
+        self._recorder: list | None = None
+        self._switch_at: int | None = None  # LoFiT: the step that ends stage 1
+        self._generator = torch.Generator().manual_seed(seed)
+        for adapter in self.adapters.values():
+            if hasattr(adapter, "generator"):
+                adapter.generator = self._generator
+        self.eval()
 
     # -- attaching -----------------------------------------------------------------------------
     @property
@@ -72,18 +133,47 @@ class Interventions(nn.Module):
             raise ValueError(
                 f"adapter has layers up to {max(self.layer_ids)}, model has {len(layers)}"
             )
+        self._check_geometry(model)
+        if self.spec.positions != "all":
+            # Layer 0 runs before every site of this forward: compute the token mask there,
+            # while the KV cache still holds only the earlier tokens.
+            self._handles.append(
+                layers[0].register_forward_pre_hook(self._track_columns, with_kwargs=True)
+            )
         for i in self.layer_ids:
-            layer = layers[i]
             adapter = self.adapters[str(i)]
-            device = next(layer.parameters()).device
+            device = next(layers[i].parameters()).device
             adapter.to(device)
-            self._handles.append(layer.register_forward_hook(self._hook(adapter)))
+            module, where = site_module(layers[i], self.spec.site)
+            if where == "input":
+                self._handles.append(module.register_forward_pre_hook(self._input_hook(adapter)))
+            else:
+                self._handles.append(module.register_forward_hook(self._output_hook(adapter)))
+        _ATTACHED.setdefault(layers, weakref.WeakSet()).add(self)
+        self._layers_ref = weakref.ref(layers)
         return self
+
+    def _check_geometry(self, model: nn.Module) -> None:
+        if self.spec.site == "attn_heads":
+            geometry = head_geometry(model)
+            if geometry != (self.n_heads, self.head_dim):
+                raise ValueError(
+                    f"adapter is for {self.n_heads} heads of {self.head_dim}, model has "
+                    f"{geometry[0]} heads of {geometry[1]}"
+                )
+        elif hidden_size(model) != self.hidden_size:
+            raise ValueError(
+                f"adapter is for hidden size {self.hidden_size}, model has {hidden_size(model)}"
+            )
 
     def detach(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        layers = self._layers_ref() if self._layers_ref else None
+        if layers is not None and layers in _ATTACHED:
+            _ATTACHED[layers].discard(self)
+        self._layers_ref = None
 
     @contextmanager
     def disabled(self) -> Iterator[None]:
@@ -94,24 +184,223 @@ class Interventions(nn.Module):
         finally:
             self.enabled = previous
 
-    def _hook(self, adapter: nn.Module):
+    # -- positions -----------------------------------------------------------------------------
+    @contextmanager
+    def prompt_span(
+        self, start: torch.Tensor | Sequence[int], end: torch.Tensor | Sequence[int]
+    ) -> Iterator[None]:
+        """Columns ``[start[b], end[b])`` of row ``b`` are its prompt, for the forwards inside.
+
+        Columns count from the start of the full sequence, KV cache included.
+        """
+        start = torch.as_tensor(start, dtype=torch.long).flatten()
+        end = torch.as_tensor(end, dtype=torch.long).flatten()
+        if start.shape != end.shape or bool((start > end).any()) or bool((start < 0).any()):
+            raise ValueError(f"bad prompt span: start {start.tolist()}, end {end.tolist()}")
+        previous, self._span = self._span, (start, end)
+        try:
+            yield
+        finally:
+            self._span = previous
+            self._mask = None
+
+    def batch_context(self, batch: dict):
+        """Training (right padding, teacher forcing): the first ``prompt_lengths`` tokens."""
+        lengths = batch["prompt_lengths"]
+        return self.prompt_span(torch.zeros_like(lengths), lengths)
+
+    @contextmanager
+    def record_positions(self) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Collect ``(columns, mask)`` of every forward inside (to check what was steered)."""
+        previous, self._recorder = self._recorder, []
+        try:
+            yield self._recorder
+        finally:
+            self._recorder = previous
+
+    def _track_columns(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self._mask = None
+        if not self.enabled:
+            return
+        hidden = args[0] if args else kwargs["hidden_states"]
+        batch, tokens = hidden.shape[:2]
+        if self._span is None:
+            raise RuntimeError(
+                f"positions={self.spec.positions!r} needs to know where the prompt is: run the "
+                "model inside `interventions.prompt_span(start, end)` (or use steer's "
+                "generate/score helpers, which set it)"
+            )
+        start, end = self._span
+        if start.shape[0] != batch:
+            raise RuntimeError(
+                f"the prompt span has {start.shape[0]} rows but the forward has {batch} "
+                "(beam search and num_return_sequences > 1 are not supported with positions)"
+            )
+        cache_position = kwargs.get("cache_position")  # passed to layers by transformers 4.x
+        if cache_position is not None and cache_position.numel() == tokens:
+            columns = cache_position.to(device=hidden.device, dtype=torch.long).flatten()
+        else:  # transformers 5: the cache, before this forward's tokens are added to it
+            cache = kwargs.get("past_key_values", kwargs.get("past_key_value"))
+            offset = int(cache.get_seq_length()) if cache is not None else 0
+            columns = torch.arange(offset, offset + tokens, device=hidden.device)
+        self._mask = position_mask(self.spec.positions, columns, start, end)
+        if self._recorder is not None:
+            self._recorder.append((columns.cpu(), self._mask.cpu()))
+
+    # -- the edit ------------------------------------------------------------------------------
+    def _edit(self, adapter: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        x = h.to(torch.float32)  # adapters compute in fp32 (a no-op cast for fp32 models)
+        if getattr(adapter, "per_head", False):
+            delta = adapter(x.view(*x.shape[:-1], self.n_heads, self.head_dim)).reshape(x.shape)
+        else:
+            delta = adapter(x)
+        new = h + delta.to(h.dtype)
+        if self.spec.positions == "all":
+            return new
+        if self._mask is None:
+            raise RuntimeError("no token mask for this forward (was layer 0 skipped?)")
+        return torch.where(self._mask[..., None], new, h)
+
+    def _output_hook(self, adapter: nn.Module):
         def hook(module: nn.Module, args: tuple, output):
             if not self.enabled:
                 return None
-            h = output[0] if isinstance(output, tuple) else output
-            # Adapters compute in fp32 (a no-op cast for fp32 models).
-            new = h + adapter(h.to(torch.float32)).to(h.dtype)
-            return (new, *output[1:]) if isinstance(output, tuple) else new
+            if isinstance(output, tuple):
+                return (self._edit(adapter, output[0]), *output[1:])
+            return self._edit(adapter, output)
 
         return hook
 
+    def _input_hook(self, adapter: nn.Module):
+        def hook(module: nn.Module, args: tuple):
+            if not self.enabled:
+                return None
+            return (self._edit(adapter, args[0]), *args[1:])
+
+        return hook
+
+    # -- training hooks (train.Parts) ----------------------------------------------------------
+    @property
+    def _lofit(self) -> bool:
+        return self.spec.shape.parameterization == "lofit"
+
+    def lofit_heads_to_keep(self) -> int:
+        """LoFiT's k: ``lofit_heads`` as a fraction of all heads (at least 1) or a count."""
+        total = len(self.layer_ids) * (self.n_heads or 0)
+        wanted = self.spec.shape.lofit_heads
+        k = max(1, round(wanted * total)) if wanted < 1 else int(wanted)
+        if k > total:
+            raise ValueError(f"lofit_heads={wanted} asks for {k} heads, there are {total}")
+        return k
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimizer groups: LoReFT's orthogonal parametrization is kept out of weight decay.
+
+        torch's Householder map reads the sign of the diagonal of its ``original`` tensor (which
+        gets no gradient) as an integer: decay shrinks ``-1`` towards ``-0.99`` and R becomes
+        all zeros after one step. (pyreft trains with weight decay 0, so it never shows there.)
+        """
+        trainable = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        orthogonal = [p for n, p in trainable if ".parametrizations." in n]
+        decayed = [p for n, p in trainable if ".parametrizations." not in n]
+        groups = [{"params": decayed, "lr": lr}]
+        if orthogonal:
+            groups.append({"params": orthogonal, "lr": lr, "weight_decay": 0.0})
+        return groups
+
+    def begin_training(self, total_steps: int) -> None:
+        """Called by the training loop before step 1: plans LoFiT's stage switch."""
+        if self._lofit and self.lofit_stage == 1:
+            stage1 = round(self.spec.shape.lofit_stage_split * total_steps)
+            self._switch_at = min(max(1, stage1), max(1, total_steps - 1))
+
+    def after_step(self, step: int) -> None:
+        if self._lofit and self.lofit_stage == 1 and self._switch_at and step >= self._switch_at:
+            self.select_heads()
+
+    def penalty(self, step: int) -> torch.Tensor | None:
+        """LoFiT stage 1: ``l1 * sum |A|``; JoLA: ``lambda_t * expected L0`` with
+        ``lambda_t = jola_l0 * exp(-jola_l0_decay * step)``."""
+        shape = self.spec.shape
+        if self._lofit and self.lofit_stage == 1 and shape.lofit_l1:
+            return shape.lofit_l1 * sum(a.A.abs().sum() for a in self.adapters.values())
+        if shape.parameterization == "jola" and shape.jola_l0:
+            weight = shape.jola_l0 * math.exp(-shape.jola_l0_decay * step)
+            return weight * sum(a.expected_l0() for a in self.adapters.values())
+        return None
+
+    @property
+    def lofit_stage(self) -> int | None:
+        if not self._lofit:
+            return None
+        return min(a.stage for a in self.adapters.values())
+
+    def select_heads(self) -> dict[int, list[int]]:
+        """End LoFiT's stage 1: keep the top-k heads by ``||A_i||_2`` across all layers."""
+        norms = torch.stack([self.adapters[str(i)].A.detach().norm(dim=-1) for i in self.layer_ids])
+        k = self.lofit_heads_to_keep()
+        # Stable descending sort: ties go to the earlier layer / head.
+        order = torch.sort(norms.flatten().cpu(), descending=True, stable=True).indices[:k]
+        keep = torch.zeros(norms.numel(), dtype=torch.bool)
+        keep[order] = True
+        keep = keep.view(norms.shape)
+        for row, i in enumerate(self.layer_ids):
+            self.adapters[str(i)].select(keep[row], self._generator)
+        return self.selected_heads()
+
+    def selected_heads(self) -> dict[int, list[int]]:
+        return {
+            i: torch.nonzero(self.adapters[str(i)].heads).flatten().tolist()
+            for i in self.layer_ids
+            if bool(self.adapters[str(i)].heads.any())
+        }
+
+    def open_gates(self) -> dict:
+        """JoLA: how many gates are open (evaluation gate > 0), per layer and in total."""
+        per_layer = {i: self.adapters[str(i)].open_gates() for i in self.layer_ids}
+        return {
+            "scale": sum(g["scale"] for g in per_layer.values()),
+            "shift": sum(g["shift"] for g in per_layer.values()),
+            "total": 2 * len(self.layer_ids) * (self.n_heads or 0),
+            "per_layer": per_layer,
+        }
+
+    def summary(self) -> dict:
+        """What this adapter is and ended with: parameters, and LoFiT's heads / JoLA's gates."""
+        out: dict = {
+            "parameterization": self.spec.shape.parameterization,
+            "site": self.spec.site,
+            "positions": self.spec.positions,
+            "layers": self.layer_ids,
+            "trainable_params": self.num_parameters(),
+        }
+        if self._lofit:
+            out.update(
+                lofit_stage=self.lofit_stage,
+                heads_kept=self.lofit_heads_to_keep(),
+                selected_heads={str(k): v for k, v in self.selected_heads().items()},
+            )
+        if self.spec.shape.parameterization == "jola":
+            gates = self.open_gates()
+            gates["per_layer"] = {str(k): v for k, v in gates["per_layer"].items()}
+            out["open_gates"] = gates
+        return out
+
     # -- accounting ----------------------------------------------------------------------------
     def num_parameters(self) -> int:
+        """Trainable parameters of the adapter as SPEC 2 counts them.
+
+        LoFiT counts ``2 d_head`` per kept head (the planned k during stage 1), not the
+        all-heads scales it trains while selecting.
+        """
+        if self._lofit:
+            kept = sum(len(v) for v in self.selected_heads().values())
+            return 2 * self.head_dim * (kept or self.lofit_heads_to_keep())
         return sum(p.numel() for p in self.parameters())
 
     # -- persistence ---------------------------------------------------------------------------
     def config(self) -> dict:
-        return {
+        config = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "site": self.spec.site,
@@ -120,6 +409,21 @@ class Interventions(nn.Module):
             "positions": self.spec.positions,
             "hidden_size": self.hidden_size,
         }
+        if self.spec.site == "attn_heads":
+            config.update(n_heads=self.n_heads, head_dim=self.head_dim)
+        if self._lofit:
+            config["lofit_stage"] = self.lofit_stage
+        config["summary"] = self.summary()
+        return config
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """What ``adapter.safetensors`` holds: each adapter's state (LoReFT: its evaluated R)."""
+        out = {}
+        for i, adapter in self.adapters.items():
+            export = getattr(adapter, "export_tensors", None)
+            items = export() if export else adapter.state_dict()
+            out.update({f"adapters.{i}.{k}": v.detach() for k, v in items.items()})
+        return out
 
     def save(self, directory: str | Path, metadata: dict | None = None) -> None:
         """Write ``adapter.safetensors`` and ``adapter.json`` (each atomically)."""
@@ -127,7 +431,7 @@ class Interventions(nn.Module):
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        tensors = {k: v.to("cpu").contiguous() for k, v in self.tensors().items()}
         atomic_write(directory / ADAPTER_WEIGHTS, lambda p: save_file(tensors, str(p)))
         write_json(directory / ADAPTER_CONFIG, {**self.config(), **(metadata or {})})
 
@@ -141,10 +445,7 @@ class Interventions(nn.Module):
         if config.get("format") != FORMAT:
             raise ValueError(f"{directory / ADAPTER_CONFIG} is not a steer adapter config")
         shape = AdapterShape(
-            parameterization=config["parameterization"],
-            rank=config["rank"],
-            activation=config["activation"],
-            bias=config["bias"],
+            **{f.name: config[f.name] for f in fields(AdapterShape) if f.name in config}
         )
         spec = InterventionSpec(
             site=config["site"],
@@ -152,20 +453,65 @@ class Interventions(nn.Module):
             layers=tuple(config["layers"]),
             positions=config["positions"],
         )
-        interventions = cls(spec, config["hidden_size"], config["layers"])
-        interventions.load_state_dict(load_file(str(directory / ADAPTER_WEIGHTS)))
+        interventions = cls(
+            spec,
+            config["hidden_size"],
+            config["layers"],
+            n_heads=config.get("n_heads"),
+            head_dim=config.get("head_dim"),
+        )
+        tensors = load_file(str(directory / ADAPTER_WEIGHTS))
+        for i, adapter in interventions.adapters.items():
+            prefix = f"adapters.{i}."
+            own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            load = getattr(adapter, "import_tensors", None)
+            if load is not None:
+                load(own)
+            else:
+                adapter.load_state_dict(own)
+            if hasattr(adapter, "stage"):
+                adapter.stage = int(config.get("lofit_stage", 1))
         return interventions
 
 
 def attach(model: nn.Module, spec: InterventionSpec, *, seed: int | None = None) -> Interventions:
     """Build freshly initialised adapters for ``model`` and attach them.
 
-    With ``seed``, initialisation is reproducible and leaves the global RNG untouched.
+    With ``seed``, initialisation (and JoLA's gate noise, LoFiT's stage-2 draw) is reproducible
+    and leaves the global RNG untouched.
     """
     n_layers = len(find_decoder_layers(model))
     layer_ids = resolve_layers(spec.layers, n_layers)
+    n_heads, head_dim = head_geometry(model) if spec.site == "attn_heads" else (None, None)
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        interventions = Interventions(spec, hidden_size(model), layer_ids)
+        interventions = Interventions(
+            spec,
+            hidden_size(model),
+            layer_ids,
+            n_heads=n_heads,
+            head_dim=head_dim,
+            seed=0 if seed is None else seed,
+        )
     return interventions.attach(model)
+
+
+def attached_to(model: nn.Module) -> list[Interventions]:
+    """Every ``Interventions`` currently attached to ``model``'s decoder layers."""
+    try:
+        layers = find_decoder_layers(model)
+    except ValueError:
+        return []
+    return [i for i in _ATTACHED.get(layers, ()) if i.attached]
+
+
+@contextmanager
+def prompt_span(
+    model: nn.Module, start: torch.Tensor | Sequence[int], end: torch.Tensor | Sequence[int]
+) -> Iterator[None]:
+    """Set the prompt span of every intervention attached to ``model`` (a no-op if none)."""
+    with ExitStack() as stack:
+        for interventions in attached_to(model):
+            stack.enter_context(interventions.prompt_span(start, end))
+        yield

@@ -20,8 +20,12 @@ def generate(
 ) -> list[str]:
     """Greedy continuations of token-id prompts, decoded without special tokens.
 
-    Prompts are batched by length (less padding) and returned in the input order.
+    Prompts are batched by length (less padding) and returned in the input order. Each row's
+    prompt span (its non-pad columns) is given to the attached interventions, so position modes
+    other than `all` mean what they mean in training.
     """
+    from steer_cli.engine.attach import prompt_span
+
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
     config = copy.deepcopy(model.generation_config)
@@ -42,9 +46,18 @@ def generate(
         for start in range(0, len(order), batch_size):
             batch = [prompts[i] for i in order[start : start + batch_size]]
             ids, mask = left_pad(batch, pad_id)
-            generated = model.generate(
-                input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
-            )
+            width = ids.shape[1]
+            starts = [width - len(p) for p in batch]
+            # cached(): evaluate parametrized weights (LoReFT's R) once per batch, not per step.
+            with (
+                prompt_span(model, starts, [width] * len(batch)),
+                torch.nn.utils.parametrize.cached(),
+            ):
+                generated = model.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    generation_config=config,
+                )
             new = generated[:, ids.shape[1] :]
             texts = tokenizer.batch_decode(new, skip_special_tokens=True)
             for i, text in zip(order[start : start + batch_size], texts, strict=True):

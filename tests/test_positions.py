@@ -1,0 +1,260 @@
+"""Position modes mean one thing in training (right padding, teacher forcing), in batched
+left-padded generation with a KV cache, and in log-likelihood scoring (right padding, no mask)."""
+
+from contextlib import contextmanager
+
+import pytest
+import torch
+from conftest import randomize
+
+from steer_cli.data.encode import IGNORE_INDEX, collate_right_padded
+from steer_cli.engine.adapters import AdapterShape
+from steer_cli.engine.attach import InterventionSpec, attach, prompt_span
+from steer_cli.engine.positions import position_mask
+from steer_cli.engine.sites import find_decoder_layers
+from steer_cli.evaluate.generation import generate, left_pad
+from steer_cli.evaluate.scoring import score
+
+MODES = ("all", "prompt", "generated", "last_prompt", "f2+l2")
+PROMPTS = ["[MAX 2 9 [MIN 4 7 ] 0 ]", "Hi", "Evaluate the value of [SM 1 2 3 ]"]
+SHAPE = AdapterShape("lowrank", rank=4, activation="silu")
+
+
+def _steered(model, mode, *, layers="all", site="block_output", seed=1, shape=SHAPE):
+    handle = attach(model, InterventionSpec(site=site, shape=shape, layers=layers, positions=mode))
+    randomize(handle, std=0.3, seed=seed)
+    return handle
+
+
+def test_position_mask_modes():
+    columns = torch.arange(10)
+    start, end = torch.tensor([0, 3, 2]), torch.tensor([5, 8, 3])  # prompts of 5, 5 and 1
+    rows = {
+        "all": [range(10)] * 3,
+        "prompt": [range(0, 5), range(3, 8), range(2, 3)],
+        "generated": [range(5, 10), range(8, 10), range(3, 10)],
+        "last_prompt": [[4], [7], [2]],
+        "f2+l2": [[0, 1, 3, 4], [3, 4, 6, 7], []],  # a 1-token prompt: min(k, L // 2) = 0
+        "f7+l7": [[0, 1, 3, 4], [3, 4, 6, 7], []],  # pyreft: each side gets at most L // 2
+        "f1+l3": [[0, 3, 4], [3, 6, 7], []],
+    }
+    for mode, expected in rows.items():
+        mask = position_mask(mode, columns, start, end)
+        got = [torch.nonzero(row).flatten().tolist() for row in mask]
+        assert got == [list(r) for r in expected], mode
+
+
+def _ids(tokenizer, text):
+    return tokenizer(text, return_tensors="pt")["input_ids"]
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_batched_left_padded_generation_equals_one_by_one(tiny, mode):
+    model, tokenizer = tiny
+    prompts = [tokenizer(t)["input_ids"] for t in PROMPTS]
+    handle = _steered(model, mode)
+    try:
+        batched = generate(model, tokenizer, prompts, max_new_tokens=8, batch_size=len(prompts))
+        single = [
+            generate(model, tokenizer, [p], max_new_tokens=8, batch_size=1)[0] for p in prompts
+        ]
+        with handle.disabled():
+            base = generate(model, tokenizer, prompts, max_new_tokens=8, batch_size=len(prompts))
+    finally:
+        handle.detach()
+    assert batched == single
+    if mode in ("all", "prompt"):
+        assert batched != base, "the adapter must change some generation"
+
+
+def _greedy_uncached(model, ids, n, suppress):
+    seq = ids
+    for _ in range(n):
+        last = _logits(model, seq)[:, -1]
+        last[:, suppress] = -float("inf")
+        seq = torch.cat([seq, last.argmax(-1, keepdim=True)], dim=1)
+    return seq[:, ids.shape[1] :]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cached_generation_equals_recomputation(tiny, mode):
+    """Decoding steps are placed at the columns full recomputation gives the same tokens."""
+    model, tokenizer = tiny
+    handle = _steered(model, mode)
+    try:
+        for text in PROMPTS:
+            ids = _ids(tokenizer, text)
+            with prompt_span(model, [0], [ids.shape[1]]):
+                cached = model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=8,
+                    min_new_tokens=8,
+                    do_sample=False,
+                    use_cache=True,
+                    pad_token_id=tokenizer.pad_token_id,
+                )[:, ids.shape[1] :]
+                uncached = _greedy_uncached(model, ids, 8, tokenizer.eos_token_id)
+            assert torch.equal(cached, uncached), text
+    finally:
+        handle.detach()
+
+
+@contextmanager
+def _layer_outputs(layer):
+    seen = []
+    handle = layer.register_forward_hook(lambda m, a, o: seen.append(o.detach().clone()))
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("mode", ["prompt", "generated", "last_prompt"])
+def test_cached_generation_steers_exactly_the_mode_tokens(tiny, mode):
+    """Adapter on the last layer only, so its input is the base model's given the same tokens:
+    during real batched, cached generation the layer's output is edited at the mode's tokens and
+    bitwise untouched everywhere else (prompt padding, and decoding steps for `prompt`)."""
+    model, tokenizer = tiny
+    last = find_decoder_layers(model)[-1]
+    prompts = [tokenizer(t)["input_ids"] for t in PROMPTS]
+    with _layer_outputs(last) as raw:  # registered first: sees the unedited output
+        # A vector: its edit is never lost to rounding, so "changed" is exactly "steered".
+        handle = _steered(model, mode, layers="-1", shape=AdapterShape("vector"))
+        try:
+            with _layer_outputs(last) as edited, handle.record_positions() as masks:
+                generate(model, tokenizer, prompts, max_new_tokens=5, batch_size=len(prompts))
+        finally:
+            handle.detach()
+    # The prompt pass, then one decoding step per new token fed back (fewer if all rows stop).
+    assert 2 <= len(raw) == len(edited) == len(masks) <= 5
+    width = max(len(p) for p in prompts)
+    for step, (before, after, (columns, mask)) in enumerate(zip(raw, edited, masks, strict=True)):
+        changed = (before != after).any(-1)
+        assert torch.equal(changed, mask), (mode, step)
+        if step == 0:
+            assert columns.tolist() == list(range(width))
+            assert mask.any() == (mode != "generated")
+        else:
+            assert columns.tolist() == [width + step - 1]
+            assert bool(mask.all()) == (mode == "generated")
+
+
+@pytest.mark.parametrize("mode", MODES[1:])  # `all` computes no mask
+def test_training_masks_equal_generation_masks(tiny, mode):
+    """Teacher-forcing prompt + generated answer steers the same tokens as generating it."""
+    model, tokenizer = tiny
+    prompts = [tokenizer(t)["input_ids"] for t in PROMPTS]
+    n_new = 6
+    handle = _steered(model, mode)
+    try:
+        with handle.record_positions() as records:
+            ids, mask = left_pad(prompts, tokenizer.pad_token_id)
+            width = ids.shape[1]
+            starts = [width - len(p) for p in prompts]
+            with prompt_span(model, starts, [width] * len(prompts)):
+                out = model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=n_new,
+                    min_new_tokens=n_new,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+        generated = out[:, width:]
+        generation_steered = [set() for _ in prompts]
+        for columns, m in records:
+            for row, start in enumerate(starts):
+                for c in columns[m[row]].tolist():
+                    if c >= start:  # padding is no token of the example
+                        generation_steered[row].add(c - start)
+
+        rows = [
+            {
+                "input_ids": p + generated[i].tolist(),
+                "labels": [IGNORE_INDEX] * len(p) + generated[i].tolist(),
+            }
+            for i, p in enumerate(prompts)
+        ]
+        batch = collate_right_padded(rows, tokenizer.pad_token_id)
+        with handle.record_positions() as records, handle.batch_context(batch), torch.no_grad():
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    finally:
+        handle.detach()
+    ((columns, m),) = records
+    for row, p in enumerate(prompts):
+        fed = len(p) + n_new - 1  # generation never feeds its last token back
+        training_steered = {c for c in columns[m[row]].tolist() if c < fed}
+        assert training_steered == generation_steered[row], (mode, row)
+
+
+def test_missing_prompt_span_is_an_error_not_steer_everything(tiny):
+    model, tokenizer = tiny
+    handle = _steered(model, "prompt")
+    ids = _ids(tokenizer, PROMPTS[0])
+    try:
+        with pytest.raises(RuntimeError, match="prompt_span"):
+            _logits(model, ids)
+        with handle.disabled():
+            _logits(model, ids)  # the base model needs no span
+        with prompt_span(model, [0, 0], [3, 3]), pytest.raises(RuntimeError, match="rows"):
+            _logits(model, ids)
+    finally:
+        handle.detach()
+
+
+# -- scoring -------------------------------------------------------------------------------------
+
+CONTEXTS = ["[MAX 2 9 ]", "Evaluate [SM 1 2 3 ]", "Hi"]
+CONTINUATIONS = [" 9", " <answer>6</answer>", " there, friend"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_scoring_is_padding_invariant_and_equals_teacher_forcing(tiny, mode):
+    model, tokenizer = tiny
+    handle = _steered(model, mode)
+    try:
+        batched = score(model, tokenizer, CONTEXTS, CONTINUATIONS, batch_size=3)
+        single = [
+            score(model, tokenizer, [c], [x])[0]
+            for c, x in zip(CONTEXTS, CONTINUATIONS, strict=True)
+        ]
+        with handle.disabled():
+            base = score(model, tokenizer, CONTEXTS, CONTINUATIONS)
+        # The training path: right-padded prompt + answer with the answer as labels.
+        rows = []
+        for c, x in zip(CONTEXTS, CONTINUATIONS, strict=True):
+            ctx = tokenizer(c)["input_ids"]
+            cont = tokenizer(x, add_special_tokens=False)["input_ids"]
+            rows.append({"input_ids": ctx + cont, "labels": [IGNORE_INDEX] * len(ctx) + cont})
+        batch = collate_right_padded(rows, tokenizer.pad_token_id)
+        with handle.batch_context(batch), torch.no_grad():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        logprobs = torch.log_softmax(logits.logits.float(), -1)[:, :-1]
+        labels = batch["labels"][:, 1:]
+        picked = logprobs.gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+        teacher = (picked * (labels != IGNORE_INDEX)).sum(-1).tolist()
+    finally:
+        handle.detach()
+    torch.testing.assert_close(torch.tensor(batched), torch.tensor(single), atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.tensor(batched), torch.tensor(teacher), atol=1e-4, rtol=0)
+    assert batched != base
+
+
+def test_generated_mode_leaves_the_first_continuation_token_unsteered(tiny):
+    """The first continuation token is predicted from the last context token, a prompt token."""
+    model, tokenizer = tiny
+    first = [tokenizer(x, add_special_tokens=False)["input_ids"][:1] for x in CONTINUATIONS]
+    handle = _steered(model, "generated")
+    try:
+        steered = score(model, tokenizer, CONTEXTS, first)
+        with handle.disabled():
+            base = score(model, tokenizer, CONTEXTS, first)
+    finally:
+        handle.detach()
+    assert steered == base
