@@ -93,6 +93,46 @@ def train(
     training.run(config, out, overwrite=overwrite)
 
 
+@app.command()
+def tasks() -> None:
+    """List the tasks: data source, how splits are made, epochs, generation and max length."""
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from steer_cli.data.tasks import TASKS
+
+    table = Table(
+        title="tasks (data.task)", title_justify="left", box=box.SIMPLE_HEAD, show_lines=True
+    )
+    table.add_column("task", no_wrap=True)
+    table.add_column("source")
+    table.add_column("splits (seed 42)")
+    for column in ("epochs", "gen", "max len"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for task in TASKS.values():
+        if task.name == "listops":
+            source = "seeded generator\n(or LRA's TSV files)"
+        elif task.source:
+            source = task.source + (f"\n{task.config}" if task.config else "")
+        else:
+            source = "your files\n(data.local templates)"
+        splits = "\n".join(f"{k[:5]}: {v}" for k, v in task.splits.items())
+        table.add_row(
+            task.name,
+            escape(source),
+            escape(splits),
+            f"{task.epochs:g}",
+            str(task.max_new_tokens),
+            str(task.max_length),
+        )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 100))  # pipes and logs: room for every column
+    console.print(table)
+
+
 def _not_built(command: str, issue: str) -> None:
     typer.echo(f"steer {command} is not built yet ({issue}).", err=True)
     raise typer.Exit(2)

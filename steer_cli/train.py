@@ -214,7 +214,7 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
     from steer_cli import models, rundir
     from steer_cli.atomic import write_json, write_text
     from steer_cli.data.encode import encode_for_training, prompt_token_ids, uses_chat_template
-    from steer_cli.data.tasks import get_task, load_splits
+    from steer_cli.data.tasks import load_splits, task_for
     from steer_cli.errors import SteerError
     from steer_cli.evaluate.generation import evaluate_accuracy
     from steer_cli.parts import build_parts
@@ -230,7 +230,7 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
     wall_start = time.perf_counter()
     staged = rundir.StagedRun(output, overwrite=overwrite)
     staged.check()
-    task = get_task(recipe.data.task)
+    task = task_for(recipe.data)
     splits = load_splits(task, recipe.data)
 
     err_console.print(f"loading model [bold]{recipe.model.name}[/]")
