@@ -81,16 +81,62 @@ def train(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing run directory.")
     ] = False,
+    sweep: Annotated[
+        bool,
+        typer.Option(
+            "--sweep",
+            help="The paper's protocol: the method's LR grid on validation, then --seeds seeds "
+            "of the best LR on test. Re-running resumes.",
+        ),
+    ] = False,
+    seeds: Annotated[int, typer.Option("--seeds", help="Seeds for --sweep.")] = 5,
+    lrs: Annotated[
+        str | None, typer.Option("--lrs", help="LR grid for --sweep, e.g. 1e-4,3e-4,1e-3.")
+    ] = None,
 ) -> None:
     """Train a method from a recipe; evaluate before and after; write a run directory."""
     from steer_cli.recipe import load_recipe
 
     config = load_recipe(recipe, overrides or [])
     from steer_cli import rundir
+
+    if sweep:
+        _sweep(config, output, seeds, lrs)
+        return
     from steer_cli import train as training
 
     out = output or rundir.default_output(config.name or config.method)
     training.run(config, out, overwrite=overwrite)
+
+
+def _sweep(config, output: Path | None, seeds: int, lrs: str | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from steer_cli import rundir
+    from steer_cli.sweep import sweep
+
+    grid = None
+    if lrs:
+        try:
+            grid = [float(x) for x in lrs.split(",") if x.strip()]
+        except ValueError:
+            raise SteerError(f"--lrs {lrs!r} is not a comma-separated list of numbers") from None
+    err = Console(stderr=True)
+    out = output or rundir.default_output(f"{config.name or config.method}-sweep")
+    summary = sweep(config, out, seeds=seeds, lrs=grid, log=lambda m: err.print(f"sweep: {m}"))
+    table = Table(title=f"sweep {out}", title_justify="left")
+    table.add_column("trial")
+    table.add_column("accuracy", justify="right")
+    for lr, acc in summary["validation_accuracy"].items():
+        best = " (best)" if float(lr) == summary["best_lr"] else ""
+        table.add_row(f"lr {lr}{best} · validation", f"{100 * acc:.1f}")
+    for seed, acc in summary["test_accuracy"].items():
+        table.add_row(f"seed {seed} · test", f"{100 * acc:.1f}")
+    table.add_row(
+        "test mean ± std", f"{100 * summary['test_mean']:.1f} ± {100 * summary['test_std']:.1f}"
+    )
+    Console().print(table)
 
 
 @app.command()
