@@ -130,6 +130,7 @@ def train_loop(
         cfg.batch_size,
         seed=cfg.seed,
         mega_batches=mega_batches,
+        min_last=world,  # every process gets an example of every batch
     )
 
     wrapped.train()

@@ -82,6 +82,17 @@ def test_batch_order_is_not_sorted() -> None:
     assert abs(sum(maxima[:half]) / sum(maxima[half:]) - 1) < 0.1
 
 
+@pytest.mark.parametrize("mega_batches", [0, 50])
+def test_last_batch_topped_up_for_processes(mega_batches) -> None:
+    lengths = lognormal_lengths(17, median=50, sigma=0.5)
+    plain = epoch_batches(lengths, 8, seed=1, mega_batches=mega_batches)
+    assert len(plain[-1]) == 1
+    topped = epoch_batches(lengths, 8, seed=1, mega_batches=mega_batches, min_last=4)
+    assert topped[:-1] == plain[:-1] and len(topped[-1]) == 4
+    assert topped[-1][0] == plain[-1][0] and len(set(topped[-1])) == 4
+    assert {i for b in topped for i in b} == set(range(17))
+
+
 def test_edge_cases() -> None:
     assert epoch_batches([5], 8, seed=0) == [[0]]
     assert padding_fraction([4, 4], [[0, 1]]) == 0.0

@@ -29,10 +29,13 @@ def epoch_batches(
     seed: int,
     epoch: int = 0,
     mega_batches: int = MEGA_BATCHES,
+    min_last: int = 1,
 ) -> list[list[int]]:
     """One epoch of batches (lists of example indices), length-grouped.
 
     ``mega_batches <= 1`` turns grouping off: consecutive batches of a seeded permutation.
+    A last batch smaller than ``min_last`` is topped up with the epoch's first examples (so
+    each of ``min_last`` processes gets at least one; those few are then seen twice).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -40,7 +43,8 @@ def epoch_batches(
     order = list(range(len(lengths)))
     rng.shuffle(order)
     if mega_batches <= 1:
-        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        return _top_up(batches, order, min(min_last, batch_size))
     window = batch_size * mega_batches
     batches: list[list[int]] = []
     partial: list[int] = []
@@ -55,6 +59,14 @@ def epoch_batches(
     rng.shuffle(batches)
     if partial:
         batches.append(partial)
+    return _top_up(batches, order, min(min_last, batch_size))
+
+
+def _top_up(batches: list[list[int]], order: list[int], size: int) -> list[list[int]]:
+    if batches and len(batches[-1]) < size:
+        last = batches[-1]
+        extra = [i for i in order if i not in last][: size - len(last)]
+        batches[-1] = last + extra
     return batches
 
 
@@ -64,6 +76,7 @@ def batch_stream(
     *,
     seed: int,
     mega_batches: int = MEGA_BATCHES,
+    min_last: int = 1,
 ) -> Iterator[list[int]]:
     """Epoch after epoch of :func:`epoch_batches` (each epoch its own seeded order)."""
     if not lengths:
@@ -71,7 +84,12 @@ def batch_stream(
     epoch = 0
     while True:
         yield from epoch_batches(
-            lengths, batch_size, seed=seed, epoch=epoch, mega_batches=mega_batches
+            lengths,
+            batch_size,
+            seed=seed,
+            epoch=epoch,
+            mega_batches=mega_batches,
+            min_last=min_last,
         )
         epoch += 1
 
