@@ -131,6 +131,22 @@ class DataSection(_Section):
     def _task_defaults(self) -> DataSection:
         task = get_task(self.task)  # SteerError naming the closest task
         self.task = task.name
+        if self.source == "generator" and task.name != "listops":
+            raise SteerError(
+                f"data.source=generator is for ListOps, not {task.name!r}",
+                "use data.source=hub or local (or auto)",
+            )
+        if self.source == "local" and not (self.path or self.files):
+            raise SteerError(
+                "data.source=local needs data.path (a file or directory) or data.files",
+                "e.g. data.path=data/boolq (train.jsonl, validation.jsonl, ...)",
+            )
+        if task.name == "local" and not (self.local.prompt and self.local.target):
+            raise SteerError(
+                "data.task=local needs data.local.prompt and data.local.target",
+                "str.format templates over your rows' fields, e.g. "
+                "data.local.prompt='{question}\\n' data.local.target='Answer: {label}'",
+            )
         if self.max_length is None:
             lra = task.name == "listops" and self.listops.preset == "lra"
             self.max_length = LISTOPS_LRA_MAX_LENGTH if lra else task.max_length

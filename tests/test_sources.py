@@ -252,6 +252,12 @@ def test_local_task_recipe_errors() -> None:
         build_recipe({"data": {"task": "local", "local": {"prompt": "{unclosed"}}})
     with pytest.raises(SteerError, match="unknown task 'gsm9k'"):
         build_recipe({"data": {"task": "gsm9k"}})
+    with pytest.raises(SteerError, match="data.local.prompt"):
+        build_recipe({"data": {"task": "local", "path": "x.jsonl"}})
+    with pytest.raises(SteerError, match="data.path"):
+        build_recipe({"data": {"task": "boolq", "source": "local"}})
+    with pytest.raises(SteerError, match="ListOps"):
+        build_recipe({"data": {"task": "aqua", "source": "generator"}})
 
 
 def test_recipe_task_defaults() -> None:
