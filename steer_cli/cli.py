@@ -165,9 +165,10 @@ def tasks() -> None:
         else:
             source = "your files\n(data.local templates)"
         splits = "\n".join(f"{k[:5]}: {v}" for k, v in task.splits.items())
+        fields = f"\n[dim]fields: {escape(', '.join(task.fields))}[/]" if task.fields else ""
         table.add_row(
             task.name,
-            escape(source),
+            escape(source) + fields,
             escape(splits),
             f"{task.epochs:g}",
             str(task.max_new_tokens),
@@ -177,6 +178,11 @@ def tasks() -> None:
     if not console.is_terminal:
         console = Console(width=max(console.width, 100))  # pipes and logs: room for every column
     console.print(table)
+    console.print(
+        "Local files (data.path / data.files) use the fields above, as on the hub; "
+        "`data.task: local` takes your own fields.",
+        style="dim",
+    )
 
 
 def _not_built(command: str, issue: str) -> None:

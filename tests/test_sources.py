@@ -323,3 +323,30 @@ def test_hub_probe_times_out(monkeypatch) -> None:
     start = time.perf_counter()
     assert sources.hub_reachable(timeout=0.5) is False
     assert time.perf_counter() - start < 2
+
+
+def test_hub_dataset_to_our_splits(monkeypatch) -> None:
+    """The hub path end to end, with datasets.load_dataset answering from the fixtures."""
+    import datasets
+
+    rows = {
+        split: [json.loads(line) for line in (FIXTURES / "boolq" / f"{split}.jsonl").open()]
+        for split in ("train", "validation")
+    }
+    calls = []
+
+    def fake_load_dataset(name, config=None, **kwargs):
+        calls.append((name, config))
+        return datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in rows.items()})
+
+    monkeypatch.setattr(sources, "hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    hub = _load("boolq")
+    assert calls == [("google/boolq", None)]
+    assert hub == _load("boolq", path=str(FIXTURES / "boolq"))
+    with pytest.raises(SteerError, match="no split 'test'"):
+        _load("boolq", splits={"test": "test"})
+    bad = {**rows, "train": [{**rows["train"][0], "answer": "perhaps"}]}
+    rows.update(bad)
+    with pytest.raises(SteerError, match=r"google/boolq split 'train' row 1: field 'answer'"):
+        _load("boolq")
