@@ -76,7 +76,12 @@ def train(
         typer.Argument(help="Dotted overrides: train.lr=1e-3 adapter.rank=4 model=tiny-llama"),
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Run directory [default: runs/NAME].")
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Run directory \\[default: runs/NAME, or runs/NAME-sweep with --sweep].",
+        ),
     ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing run directory.")
@@ -101,6 +106,11 @@ def train(
     from steer_cli import rundir
 
     if sweep:
+        if overwrite:
+            raise SteerError(
+                "--overwrite does not apply to --sweep: a sweep resumes where it stopped",
+                "delete the sweep directory (or one trial in it) to run it again",
+            )
         _sweep(config, output, seeds, lrs)
         return
     from steer_cli import train as training

@@ -132,3 +132,16 @@ def test_sweep_end_to_end_on_a_tiny_model(tmp_path, task) -> None:
     seed_results = json.loads((out / "seed-42" / "results.json").read_text())
     assert seed_results["examples"]["test"] == 8
     assert "mean" in result.output
+
+
+def test_sweep_cli_rejects_overwrite(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from steer_cli.cli import app
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: tiny-llama\n")
+    result = CliRunner().invoke(app, ["train", str(recipe), "--sweep", "--overwrite"])
+    assert result.exit_code == 1 and "resumes" in result.output
+    result = CliRunner().invoke(app, ["train", str(recipe), "--sweep", "--lrs", "1e-3,x"])
+    assert result.exit_code == 1 and "--lrs" in result.output
