@@ -78,20 +78,45 @@ def train(
         typer.Argument(help="Dotted overrides: train.lr=1e-3 adapter.rank=4 model=tiny-llama"),
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Run directory [default: runs/NAME].")
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Run directory \\[default: runs/NAME, or runs/NAME-sweep with --sweep].",
+        ),
     ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing run directory.")
     ] = False,
+    sweep: Annotated[
+        bool,
+        typer.Option(
+            "--sweep",
+            help="The paper's protocol: the method's LR grid on validation, then --seeds seeds "
+            "of the best LR on test. Re-running resumes.",
+        ),
+    ] = False,
+    seeds: Annotated[int, typer.Option("--seeds", help="Seeds for --sweep.")] = 5,
+    lrs: Annotated[
+        str | None, typer.Option("--lrs", help="LR grid for --sweep, e.g. 1e-4,3e-4,1e-3.")
+    ] = None,
 ) -> None:
     """Train a method from a recipe; evaluate before and after; write a run directory."""
     from steer_cli.recipe import load_recipe
 
     config = load_recipe(recipe, overrides or [])
     from steer_cli import rundir
-    from steer_cli import train as training
 
     _interrupt_on_termination()
+    if sweep:
+        if overwrite:
+            raise SteerError(
+                "--overwrite does not apply to --sweep: a sweep resumes where it stopped",
+                "delete the sweep directory (or one trial in it) to run it again",
+            )
+        _sweep(config, output, seeds, lrs)
+        return
+    from steer_cli import train as training
 
     out = output or rundir.default_output(config.name or config.method)
     training.run(config, out, overwrite=overwrite)
@@ -139,6 +164,82 @@ def methods_(
     console.print(methods_table(recipes, counts, base, model))
     if counts is not None and None in counts.values():
         console.print("[dim]-: not built by the engine yet[/]")
+
+
+def _sweep(config, output: Path | None, seeds: int, lrs: str | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from steer_cli import rundir
+    from steer_cli.sweep import sweep
+
+    grid = None
+    if lrs:
+        try:
+            grid = [float(x) for x in lrs.split(",") if x.strip()]
+        except ValueError:
+            raise SteerError(f"--lrs {lrs!r} is not a comma-separated list of numbers") from None
+    err = Console(stderr=True)
+    out = output or rundir.default_output(f"{config.name or config.method}-sweep")
+    summary = sweep(config, out, seeds=seeds, lrs=grid, log=lambda m: err.print(f"sweep: {m}"))
+    table = Table(title=f"sweep {out}", title_justify="left")
+    table.add_column("trial")
+    table.add_column("accuracy", justify="right")
+    for lr, acc in summary["validation_accuracy"].items():
+        best = " (best)" if float(lr) == summary["best_lr"] else ""
+        table.add_row(f"lr {lr}{best} · validation", f"{100 * acc:.1f}")
+    for seed, acc in summary["test_accuracy"].items():
+        table.add_row(f"seed {seed} · test", f"{100 * acc:.1f}")
+    table.add_row(
+        "test mean ± std", f"{100 * summary['test_mean']:.1f} ± {100 * summary['test_std']:.1f}"
+    )
+    Console().print(table)
+
+
+@app.command()
+def tasks() -> None:
+    """List the tasks: data source, how splits are made, epochs, generation and max length."""
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from steer_cli.data.tasks import TASKS
+
+    table = Table(
+        title="tasks (data.task)", title_justify="left", box=box.SIMPLE_HEAD, show_lines=True
+    )
+    table.add_column("task", no_wrap=True)
+    table.add_column("source")
+    table.add_column("splits (seed 42)")
+    for column in ("epochs", "gen", "max len"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for task in TASKS.values():
+        if task.name == "listops":
+            source = "seeded generator\n(or LRA's TSV files)"
+        elif task.source:
+            source = task.source + (f"\n{task.config}" if task.config else "")
+        else:
+            source = "your files\n(data.local templates)"
+        splits = "\n".join(f"{k[:5]}: {v}" for k, v in task.splits.items())
+        fields = f"\n[dim]fields: {escape(', '.join(task.fields))}[/]" if task.fields else ""
+        table.add_row(
+            task.name,
+            escape(source) + fields,
+            escape(splits),
+            f"{task.epochs:g}",
+            str(task.max_new_tokens),
+            str(task.max_length),
+        )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 100))  # pipes and logs: room for every column
+    console.print(table)
+    console.print(
+        "Local files (data.path / data.files) use the fields above, as on the hub; "
+        "`data.task: local` takes your own fields.",
+        style="dim",
+    )
 
 
 def _not_built(command: str, issue: str) -> None:

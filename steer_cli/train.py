@@ -19,6 +19,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from steer_cli.data.batching import MEGA_BATCHES, batch_stream, batches_per_epoch
 from steer_cli.data.encode import IGNORE_INDEX, collate_right_padded
 from steer_cli.recipe import Recipe, TrainSection
 
@@ -40,6 +41,11 @@ class LoopSummary:
     supervised_tokens: int
     seconds: float
     final_loss: float
+    padded_tokens: int = 0  # tokens processed, padding included
+
+    @property
+    def padding_fraction(self) -> float:
+        return 1 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0
 
 
 class Parts(Protocol):
@@ -87,14 +93,7 @@ def _keep_logits(model: nn.Module, n: int) -> dict:
 def plan_steps(n_examples: int, cfg: TrainSection) -> int:
     if cfg.max_steps:
         return cfg.max_steps
-    return max(1, math.ceil(n_examples / cfg.batch_size * cfg.epochs))
-
-
-def _example_order(n: int, seed: int) -> Iterator[int]:
-    """Epoch after epoch of seeded permutations: the data order depends only on the seed."""
-    generator = torch.Generator().manual_seed(seed)
-    while True:
-        yield from torch.randperm(n, generator=generator).tolist()
+    return max(1, math.ceil(batches_per_epoch(n_examples, cfg.batch_size) * cfg.epochs))
 
 
 def train_loop(
@@ -105,11 +104,13 @@ def train_loop(
     *,
     pad_id: int,
     on_step: Callable[[StepStats], None] | None = None,
+    mega_batches: int = MEGA_BATCHES,
 ) -> LoopSummary:
     """AdamW over the parameters that require grad, effective batch by gradient accumulation.
 
     The loss is the mean over the supervised (answer + EOS) tokens of the whole effective batch,
-    however it is split into micro-batches or processes.
+    however it is split into micro-batches or processes. Batches group similar lengths
+    (:mod:`steer_cli.data.batching`; ``mega_batches=0``: plain seeded shuffling).
     """
     from accelerate import Accelerator
     from transformers import get_scheduler
@@ -142,17 +143,23 @@ def train_loop(
     wrapped, optimizer = accelerator.prepare(_Trainable(model, trainable), optimizer)
     micro = cfg.micro_batch_size or cfg.batch_size
     world, rank = accelerator.num_processes, accelerator.process_index
-    order = _example_order(len(rows), cfg.seed)
+    order = batch_stream(
+        [len(r["input_ids"]) for r in rows],
+        cfg.batch_size,
+        seed=cfg.seed,
+        mega_batches=mega_batches,
+        min_last=world,  # every process gets an example of every batch
+    )
 
     if begin_training is not None:
         begin_training(total)
     wrapped.train()
     start = time.perf_counter()
-    tokens_total = supervised_total = 0
+    tokens_total = supervised_total = padded_total = 0
     loss_value = float("nan")
     for step in range(1, total + 1):
         step_start = time.perf_counter()
-        batch = [rows[next(order)] for _ in range(cfg.batch_size)]
+        batch = [rows[i] for i in next(order)]
         # Next-token targets are labels[1:]; count them over the whole effective batch.
         supervised = sum(sum(t != IGNORE_INDEX for t in r["labels"][1:]) for r in batch)
         local = batch[rank::world]
@@ -166,6 +173,7 @@ def train_loop(
             }
             labels = batch["labels"].to(accelerator.device)
             step_tokens += int(inputs["attention_mask"].sum())
+            padded_total += inputs["attention_mask"].numel()
             sync = k == len(chunks) - 1
             with nullcontext() if sync else accelerator.no_sync(wrapped), batch_context(batch):
                 # Only positions that predict a supervised token need the vocabulary head:
@@ -216,6 +224,7 @@ def train_loop(
         supervised_tokens=supervised_total,
         seconds=time.perf_counter() - start,
         final_loss=loss_value,
+        padded_tokens=padded_total,
     )
 
 
@@ -247,7 +256,7 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
     from steer_cli import models, rundir
     from steer_cli.atomic import write_json, write_text
     from steer_cli.data.encode import encode_for_training, prompt_token_ids, uses_chat_template
-    from steer_cli.data.tasks import get_task, load_splits
+    from steer_cli.data.tasks import load_splits, task_for
     from steer_cli.errors import SteerError
     from steer_cli.evaluate.generation import evaluate_accuracy
     from steer_cli.parts import build_parts, count_base, kind_of, resolve_rank
@@ -263,7 +272,7 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
     wall_start = time.perf_counter()
     staged = rundir.StagedRun(output, overwrite=overwrite)
     staged.check()
-    task = get_task(recipe.data.task)
+    task = task_for(recipe.data)
     splits = load_splits(task, recipe.data)
 
     err_console.print(f"loading model [bold]{recipe.model.name}[/]")
@@ -384,6 +393,7 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
             train_tokens=summary.tokens,
             supervised_tokens=summary.supervised_tokens,
             final_loss=summary.final_loss,
+            padding_fraction=summary.padding_fraction,
             examples={"train": len(train_rows), "test": len(test), **encode_stats.as_dict()},
             train_seconds=summary.seconds,
             wall_seconds=time.perf_counter() - wall_start,

@@ -30,6 +30,10 @@ DEFAULT_DEPTH = 2
 DEFAULT_ARITY = 4
 DEFAULT_BRANCH_P = 0.25  # LRA's VALUE_P: the chance an argument is a nested operator
 
+# Long Range Arena's ListOps settings (MAX_DEPTH, MAX_ARGS, VALUE_P, and the 500..2000 token
+# length window of its released data), for `data.listops.preset: lra`.
+LRA = {"depth": 10, "arity": 10, "branch_p": 0.25, "min_length": 500, "max_length": 2000}
+
 # How many draws in a row may fail to give a new expression before the generator gives up
 # (the requested count is more than the (depth, arity, max_length) space can offer).
 _MAX_MISSES = 100_000
@@ -158,7 +162,9 @@ def normalize(expression: str) -> str:
     return " ".join(tokens)
 
 
-def _check(depth: int, arity: int, branch_p: float, max_length: int | None) -> None:
+def _check(
+    depth: int, arity: int, branch_p: float, max_length: int | None, min_length: int | None = None
+) -> None:
     if not isinstance(depth, int) or depth < 1:
         raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
     if not isinstance(arity, int) or arity < 2:
@@ -170,6 +176,8 @@ def _check(depth: int, arity: int, branch_p: float, max_length: int | None) -> N
             f"max_length must be >= 4 (the shortest expression, '[MAX 1 2 ]', has 4 tokens), "
             f"got {max_length!r}"
         )
+    if min_length is not None and max_length is not None and min_length > max_length:
+        raise ValueError(f"min_length {min_length} is above max_length {max_length}")
 
 
 def _tree(rng: random.Random, level: int, depth: int, arity: int, branch_p: float) -> list[str]:
@@ -191,6 +199,7 @@ def _stream(
     arity: int,
     branch_p: float,
     max_length: int | None,
+    min_length: int | None = None,
 ) -> list[str]:
     seen: set[str] = set()
     out: list[str] = []
@@ -198,13 +207,16 @@ def _stream(
     while len(out) < count:
         tokens = _tree(rng, 1, depth, arity, branch_p)
         text = " ".join(tokens)
-        if (max_length is not None and len(tokens) > max_length) or text in seen:
+        too_long = max_length is not None and len(tokens) > max_length
+        too_short = min_length is not None and len(tokens) < min_length
+        if too_long or too_short or text in seen:
             misses += 1
             if misses >= _MAX_MISSES:
                 raise ValueError(
                     f"found only {len(out)} unique expressions of the {count} asked for "
                     f"(depth={depth}, arity={arity}, branch_p={branch_p}, "
-                    f"max_length={max_length}); ask for fewer or widen the space"
+                    f"min_length={min_length}, max_length={max_length}); "
+                    "ask for fewer or widen the space"
                 )
             continue
         misses = 0
@@ -221,6 +233,7 @@ def generate(
     arity: int = DEFAULT_ARITY,
     branch_p: float = DEFAULT_BRANCH_P,
     max_length: int | None = None,
+    min_length: int | None = None,
 ) -> list[str]:
     """``count`` unique random expressions, deterministic in all arguments.
 
@@ -231,6 +244,7 @@ def generate(
       LRA's ``VALUE_P = 0.25``.
     - ``max_length``: if set, expressions longer than this many tokens (``[OP``, digits and
       ``]`` each count one, as in LRA) are redrawn.
+    - ``min_length``: if set, shorter expressions are redrawn (LRA keeps 500..2000 tokens).
 
     The stream is prefix-stable: ``generate(n, ...)`` is the first ``n`` of ``generate(m, ...)``
     for ``m >= n``. Raises ``ValueError`` on bad arguments, or when the space has fewer unique
@@ -238,8 +252,8 @@ def generate(
     """
     if not isinstance(count, int) or count < 0:
         raise ValueError(f"count must be an integer >= 0, got {count!r}")
-    _check(depth, arity, branch_p, max_length)
-    return _stream(count, random.Random(seed), depth, arity, branch_p, max_length)
+    _check(depth, arity, branch_p, max_length, min_length)
+    return _stream(count, random.Random(seed), depth, arity, branch_p, max_length, min_length)
 
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -255,6 +269,7 @@ def make_splits(
     arity: int = DEFAULT_ARITY,
     branch_p: float = DEFAULT_BRANCH_P,
     max_length: int | None = None,
+    min_length: int | None = None,
 ) -> dict[str, list[dict]]:
     """Train/validation/test rows ``{"expression": str, "value": int}``.
 
@@ -274,6 +289,7 @@ def make_splits(
         arity=arity,
         branch_p=branch_p,
         max_length=max_length,
+        min_length=min_length,
     )
     cut: dict[str, list[str]] = {}
     start = 0
