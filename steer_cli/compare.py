@@ -98,8 +98,8 @@ def method_label(config: dict) -> str:
         if adapter.get("activation", "none") != "none":
             parts.append(f"act={adapter['activation']}")
     lora = config.get("lora") or {}
-    if lora.get("r") not in (None, (preset.get("lora") or {}).get("r", 8)):
-        parts.append(f"r={lora['r']}")
+    if lora.get("rank") not in (None, (preset.get("lora") or {}).get("rank", 8)):
+        parts.append(f"r={lora['rank']}")
     return " ".join(parts)
 
 
@@ -213,9 +213,15 @@ def _with_paper(rows: list[Row], name: str) -> list[Row]:
     published = {model.lower(): (model, labels) for model, labels in table["models"].items()}
 
     def paper_row(model: str, label: str) -> Row | None:
+        """The paper's row for this variant; else its row for the method itself, since the
+        paper's budget-matched ranks vary by model (e.g. r=6 for 'Ours' on Llama-3.1-8B)."""
         found = published.get(model.lower())
-        if not found or label not in found[1]:
+        if not found:
             return None
+        if label not in found[1]:
+            label = label.split(" ")[0]
+            if label not in found[1]:
+                return None
         entry = found[1][label]
         cells = {task: Cell(mean=v, n=5) for task, v in entry["scores"].items()}
         return Row(found[0], label, "paper", entry["params"], cells)

@@ -133,6 +133,22 @@ def test_formats(runs, fmt):
         assert "| postblock (paper) |" in text
 
 
+def test_lora_rank_variant_and_paper_fallback(tmp_path):
+    model = "meta-llama/Llama-3.2-1B"
+    d = _run(tmp_path, "l16", model=model, task="gsm8k", method="lora", seed=1, accuracy=0.3)
+    config = yaml.safe_load((d / "config.yaml").read_text())
+    config["lora"] = {"rank": 16}
+    (d / "config.yaml").write_text(yaml.safe_dump(config))
+    _run(
+        tmp_path, "r6", model=model, task="gsm8k", method="postblock", seed=1, accuracy=0.3, rank=6
+    )
+    _, rows = build_rows(find_runs([tmp_path]), paper="table4")
+    pairs = [(r.method, r.source, r.cells["gsm8k"].mean) for r in rows]
+    assert ("lora r=16", "paper", 31.2) in pairs  # the exact variant
+    assert ("postblock", "paper", 31.3) in pairs  # r=6 falls back to the method's row
+    assert ("postblock r=6", "runs", 30.0) in pairs
+
+
 def test_method_label_variants():
     assert (
         method_label({"method": "postblock", "adapter": {"parameterization": "lowrank", "rank": 8}})
