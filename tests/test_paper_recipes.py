@@ -14,6 +14,7 @@ import pytest
 from steer_cli import train
 from steer_cli.methods import METHODS
 from steer_cli.recipe import load_recipe
+from steer_cli.sweep import lr_grid, validation_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "recipes" / "paper"
@@ -65,6 +66,8 @@ def test_recipe_is_the_papers_setting(rel: str) -> None:
     assert recipe.train.batch_size == 8 and recipe.train.max_steps is None
     assert recipe.method == stem.removesuffix("-r1").removesuffix("-r16")
     assert METHODS[recipe.method].lr_grid
+    assert len(lr_grid(recipe)) == 5
+    validation_recipe(recipe)  # `--sweep` can pick the LR on a validation split
     if recipe.method == "reft":
         assert recipe.adapter.positions == "last_prompt"
     if recipe.method in ("postblock", "postblock-vector", "reft"):
