@@ -267,17 +267,22 @@ def recipe(table: str, key: str, task: str, stem: str, method: str, what: str) -
     elif method in ("joint", "joint-orth"):
         target = lora_params(m, 8)
         notes.append(f"LoRA r=8 plus an adapter matched to it (r={match_rank(m, target)}).")
+        grid, lr = None, None  # F.2's Joint grid: the preset's, once the method exists
         sections["lora"] = ["rank: 8", "alpha: 8"]
         sections["adapter"] = ["rank: auto", "match: lora", "activation: none", "layers: all"]
     else:
         raise ValueError(f"no recipe for {table} {method} {stem}")
 
-    if key == "llama-3.1-8b":
-        notes.append("Appendix F.2 shifts the grids for the 8B model; its values were lost.")
+    if key in ("qwen3-4b", "llama-3.1-8b"):
+        notes.append(
+            "Appendix F.2 gives the larger models grids of their own (their values did not "
+            "survive in its text); this is SPEC 6's grid."
+        )
     sweep = f"steer train {path} --sweep --seeds 5"
     if not preset_grid:
         sweep += f" --lrs {grid_text(grid)}"
     grid_note = "--lrs above" if not preset_grid else "the method preset's lr_grid"
+    grid_line = f"#   grid ({grid_note}): {' '.join(f'{g:g}' for g in grid)}" if grid else None
 
     lines = [
         f"# {_TITLES[table]} · {m['paper']} · {task} · {what}.",
@@ -285,7 +290,7 @@ def recipe(table: str, key: str, task: str, stem: str, method: str, what: str) -
         *(f"# {line}" for note in notes for line in _wrap(note)),
         "# The paper's protocol: LR grid on validation, then 5 seeds on test; mean and std:",
         f"#   {sweep}",
-        f"#   grid ({grid_note}): {' '.join(f'{g:g}' for g in grid)}",
+        *([grid_line] if grid_line else []),
         f"name: {table}-{key}-{task}-{stem}",
         f"method: {method}",
         "model:",
@@ -313,7 +318,7 @@ def recipe(table: str, key: str, task: str, stem: str, method: str, what: str) -
         ]
     lines += [
         "train:",
-        f"  lr: {lr_text(lr)}  # --sweep tries the grid",
+        *([f"  lr: {lr_text(lr)}  # --sweep tries the grid"] if lr else []),
         f"  epochs: {EPOCHS.get(task, 1)}",
         "  batch_size: 8              # effective; train.micro_batch_size=N accumulates",
         "  seed: 42                   # --sweep: 42..46",
