@@ -111,3 +111,21 @@ def test_recipe_trains_two_steps_on_a_tiny_model(rel: str, tmp_path) -> None:
     assert results["steps"] == 2
     assert results["trainable_params"] > 0
     assert "after" in results["eval"]
+
+
+PENDING = sorted(set(GEN.render(with_pending=True)) - set(FILES))
+
+
+@pytest.mark.skipif(
+    not all(stem in METHODS for stem in ("joint", "joint-orth")),
+    reason="Table 4's joint methods are not in steer yet",
+)
+@pytest.mark.parametrize("rel", PENDING)
+def test_pending_recipe_trains_once_its_method_exists(rel: str, tmp_path) -> None:
+    """When joint/joint-orth land, their recipes (``generate.py --with-pending``) must train;
+    then make them default in the generator and commit them."""
+    path = tmp_path / rel
+    path.parent.mkdir(parents=True)
+    path.write_text(GEN.render(with_pending=True)[rel])
+    recipe = load_recipe(path, _tiny_overrides(rel))
+    assert train.run(recipe, tmp_path / "run").results["steps"] == 2
