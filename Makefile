@@ -25,5 +25,5 @@ test: install
 	$(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check steer_cli tests
-	$(VENV)/bin/ruff format --check steer_cli tests
+	$(VENV)/bin/ruff check steer_cli tests recipes
+	$(VENV)/bin/ruff format --check steer_cli tests recipes
