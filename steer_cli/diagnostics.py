@@ -31,6 +31,9 @@ def joint_diagnostics(parts, rows: list[dict], *, pad_id: int, n: int = SAMPLE, 
     from steer_cli.engine.joint import cosine_summary, matrix_stats, shift_cosines
 
     model, interventions = parts.model, parts.interventions
+    site = interventions.spec.site
+    if site == "attn_heads":  # its shift lives before o_proj, not in the residual stream
+        return {"skipped": f"no residual-stream shift to compare at site {site}", "layers": []}
     picked = sorted(random.Random(seed).sample(range(len(rows)), min(n, len(rows))))
     sample = [rows[i] for i in picked]
     device = next(model.parameters()).device

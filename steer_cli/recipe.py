@@ -361,9 +361,20 @@ def build_recipe(raw: dict) -> Recipe:
         adapter["rank"] = "auto"
     merged = _deep_merge(_deep_merge(_task_defaults(raw), METHODS[method].defaults), raw)
     try:
-        return Recipe.model_validate(merged)
+        recipe = Recipe.model_validate(merged)
     except ValidationError as err:
         raise _explain(err) from None
+    if METHODS[method].kind != "joint":  # settings that only a joint run reads
+        if recipe.orth.enabled:
+            raise SteerError(
+                f"orth.enabled needs both LoRA and an adapter; method {method!r} has not",
+                "use method: joint-orth (or joint with orth.enabled=true)",
+            )
+        if recipe.eval.joint_mode != "both":
+            raise SteerError(
+                f"eval.joint_mode={recipe.eval.joint_mode} is for joint runs, not {method!r}"
+            )
+    return recipe
 
 
 # -- helpers -----------------------------------------------------------------------------------

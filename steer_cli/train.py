@@ -420,7 +420,7 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
             )
             write_json(run_dir / rundir.DIAGNOSTICS, diagnostics)
         write_json(run_dir / rundir.RESULTS, results)
-    if diagnostics is not None:
+    if diagnostics is not None and diagnostics["layers"]:
         from steer_cli.report import diagnostics_table
 
         console.print(diagnostics_table(diagnostics, title=f"{recipe.method} diagnostics"))

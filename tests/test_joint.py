@@ -360,3 +360,68 @@ def test_method_recipes_train(tmp_path, method):
     trained = train.run(recipe, tmp_path / method)
     assert trained.results["steps"] == 2 and trained.results["kind"] == "joint"
     assert recipe.orth.enabled == (method == "joint-orth")
+
+
+def test_joint_only_settings_are_refused_elsewhere():
+    with pytest.raises(SteerError, match="joint-orth"):
+        build_recipe({"method": "postblock", "orth": {"enabled": True}})
+    with pytest.raises(SteerError, match="joint runs"):
+        build_recipe({"method": "lora", "eval": {"joint_mode": "lora"}})
+    assert build_recipe({"method": "joint", "orth": {"enabled": True}}).orth.enabled
+
+
+def test_epoch_projection_runs_at_each_epoch_start(fresh_llama):
+    model, tokenizer = fresh_llama
+    recipe = _tiny("joint-orth", orth={"when": "epoch"}, train={"max_steps": 6})
+    parts, rows = _train(recipe, model, tokenizer)
+    assert len(rows) == 16  # 4 steps of 4 per epoch: epochs begin at steps 1 and 5
+    assert parts.projections["calls"] == 2
+    parts.remove()
+
+
+def test_adapter_rank_can_match_lora_in_joint(fresh_llama):
+    from steer_cli.parts import resolve_rank
+
+    model, _ = fresh_llama
+    recipe, choice = resolve_rank(
+        model, build_recipe({"method": "joint", "adapter": {"match": "lora"}})
+    )
+    assert recipe.adapter.rank == choice.rank == 64
+    assert count_parameters(model, recipe) == 2 * LORA_R8
+
+
+def test_steer_methods_lists_joint_kinds_and_counts(monkeypatch):
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from steer_cli import report
+    from steer_cli.cli import app
+
+    monkeypatch.setattr(report, "console", Console(width=300))
+    result = CliRunner().invoke(app, ["methods", "--model", "tiny-llama"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if "│" in line}
+    for method in ("joint", "joint-orth"):
+        cells = [c.strip() for c in rows[method].split("│")]
+        assert cells[2] == "joint"
+        assert f"{LORA_R8 + 8 * LAYERS * 2 * D:,}" in cells
+        assert "0.002 / 0.0003" in cells
+
+
+def test_joint_orth_on_every_family(tiny):
+    """Writers are found and the projection holds on every tiny family (Gemma's sandwich norms
+    included); diagnostics run there too."""
+    from steer_cli.diagnostics import joint_diagnostics
+
+    model, tokenizer = tiny
+    parts = build_parts(model, build_recipe({"method": "joint-orth", "lora": {"rank": 2}}))
+    try:
+        randomize(parts.interventions, std=0.2, seed=0)
+        _randomize_lora(parts)
+        assert parts.orthogonalize()["skipped"] == 0
+        diagnostics = joint_diagnostics(parts, _rows(tokenizer), pad_id=0, n=3)
+        for row in diagnostics["layers"]:
+            assert row["W_up_in_lora_span"] < 1e-5
+            assert row["shift_cosine"]["tokens"] > 0
+    finally:
+        parts.remove()
