@@ -188,7 +188,18 @@ def diagnostics_table(diagnostics: dict, title: str = "joint diagnostics") -> Ta
     def num(value, fmt: str = ".3f") -> str:
         return "-" if value is None else format(value, fmt)
 
-    table = Table(title=f"{title} ({diagnostics['sample']['examples']} training examples)")
+    chance = next(
+        (r["subspace_overlap"]["chance"] for r in diagnostics["layers"] if "subspace_overlap" in r),
+        None,
+    )
+    table = Table(
+        title=f"{title} ({diagnostics['sample']['examples']} training examples)",
+        caption=(
+            "cos: adapter shift vs LoRA's shift of the MLP output, per token · overlap: top-k "
+            f"singular subspaces of W_up and LoRA's B (chance {num(chance, '.3f')}) · in span: "
+            "||Q^T W_up|| / ||W_up||, Q spanning [B_o, B_down]"
+        ),
+    )
     for column in (
         "layer",
         "mean |cos|",

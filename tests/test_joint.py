@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import randomize
 
 from steer_cli import train
@@ -309,6 +310,9 @@ def test_naive_joint_diagnostics_and_eval_mode(tmp_path):
     train.run(_tiny("joint", eval={"joint_mode": "lora"}), out)
     results = json.loads((out / "results.json").read_text())
     assert results["eval"]["after"]["joint_mode"] == "lora"
+    from steer_cli.compare import method_label
+
+    assert method_label(yaml.safe_load((out / "config.yaml").read_text())) == "joint lora only"
     assert "orth" not in results["joint"]
     diagnostics = json.loads((out / "diagnostics.json").read_text())
     assert diagnostics["orth"] is None
