@@ -29,9 +29,10 @@ class StepStats:
     step: int
     total_steps: int
     loss: float
-    lr: float
+    lr: float  # the first optimizer group's (joint runs: the adapter's)
     tokens: int  # non-pad tokens processed in this step
     seconds: float
+    group_lrs: list[float] | None = None  # every group's LR, when they differ
 
 
 @dataclass
@@ -218,6 +219,7 @@ def train_loop(
                     total_steps=total,
                     loss=loss_value,
                     lr=scheduler.get_last_lr()[0],
+                    group_lrs=lrs if len(set(lrs := scheduler.get_last_lr())) > 1 else None,
                     tokens=step_tokens,
                     seconds=time.perf_counter() - step_start,
                 )
@@ -365,6 +367,7 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
                             "step": s.step,
                             "loss": s.loss,
                             "lr": s.lr,
+                            **({"group_lrs": s.group_lrs} if s.group_lrs else {}),
                             "tokens": s.tokens,
                             "seconds": s.seconds,
                         }

@@ -252,7 +252,8 @@ def test_joint_orth_run_reloads_with_modes_and_diagnostics(tmp_path):
     from steer_cli.engine.attach import Interventions
 
     out = tmp_path / "jo"
-    trained = train.run(_tiny("joint-orth", train={"max_steps": 4}), out)
+    recipe = _tiny("joint-orth", train={"max_steps": 4, "scheduler": "constant"}, lora={"lr": 1e-3})
+    trained = train.run(recipe, out)
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
     assert {
         "lora/adapter_model.safetensors",
@@ -266,6 +267,8 @@ def test_joint_orth_run_reloads_with_modes_and_diagnostics(tmp_path):
     joint = results["joint"]
     assert joint["lora_params"] + joint["adapter_params"] == results["trainable_params"]
     assert joint["orth"]["projected"] > 0 and joint["orth"]["calls"] == 4
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[0]["group_lrs"] == [1e-2, 1e-3]  # adapter (train.lr), LoRA (lora.lr)
 
     diagnostics = json.loads((out / "diagnostics.json").read_text())
     assert len(diagnostics["layers"]) == LAYERS and diagnostics["sample"]["examples"] == 16
