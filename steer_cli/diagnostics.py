@@ -5,7 +5,11 @@ seeded sample of training examples (prompt and answer, teacher-forced, as in tra
 
 - ``shift_cosine``: per token, the cosine between the adapter's shift (delta h at its site) and
   LoRA's shift of the MLP output (with minus without LoRA, same input); mean |cos|, mean and
-  quantiles (Fig. 5: naive joint is aligned, joint-orth near 0);
+  quantiles (Fig. 5: naive joint is aligned, joint-orth near 0). The projection does not force
+  this to 0: LoRA on gate/up_proj moves the MLP output inside col(W_down), not col(B);
+- ``writer_cosine``: the same against what LoRA's writers add through B (the o_proj and
+  down_proj LoRA outputs; Gemma: before its sandwich norms): what the output projection makes
+  orthogonal (0 for joint-orth);
 - ``adapter_shift_norm`` / ``lora_shift_norm``: the mean norms of those two shifts;
 - ``subspace_overlap``: mean squared cosine of the principal angles between the top-k left
   singular vectors of the adapter's ``W_up`` and LoRA's ``B`` (``down_proj``, ``o_proj``),
@@ -62,6 +66,11 @@ def joint_diagnostics(parts, rows: list[dict], *, pad_id: int, n: int = SAMPLE, 
             {
                 "layer": i,
                 "shift_cosine": cosine_summary(values["cos"]),
+                **(
+                    {"writer_cosine": cosine_summary(values["writer_cos"])}
+                    if "writer_cos" in values
+                    else {}
+                ),
                 "adapter_shift_norm": float(values["adapter_norm"].mean()),
                 "lora_shift_norm": float(values["lora_norm"].mean()),
                 **matrix_stats(interventions, model, i),
@@ -86,6 +95,7 @@ def _means(layers: list[dict]) -> dict:
 
     return {
         "shift_cosine_mean_abs": mean(lambda x: x["shift_cosine"].get("mean_abs")),
+        "writer_cosine_mean_abs": mean(lambda x: x.get("writer_cosine", {}).get("mean_abs")),
         "subspace_overlap_down_proj": overlap("down_proj"),
         "subspace_overlap_o_proj": overlap("o_proj"),
         "W_up_in_lora_span": mean(lambda x: x.get("W_up_in_lora_span")),

@@ -195,7 +195,8 @@ def diagnostics_table(diagnostics: dict, title: str = "joint diagnostics") -> Ta
     table = Table(
         title=f"{title} ({diagnostics['sample']['examples']} training examples)",
         caption=(
-            "cos: adapter shift vs LoRA's shift of the MLP output, per token · overlap: top-k "
+            "cos: adapter shift vs LoRA's shift of the MLP output, per token · |cos| B: vs what "
+            "LoRA's o/down_proj write through B · overlap: top-k "
             f"singular subspaces of W_up and LoRA's B (chance {num(chance, '.3f')}) · in span: "
             "||Q^T W_up|| / ||W_up||, Q spanning [B_o, B_down]"
         ),
@@ -204,6 +205,7 @@ def diagnostics_table(diagnostics: dict, title: str = "joint diagnostics") -> Ta
         "layer",
         "mean |cos|",
         "cos q05..q95",
+        "|cos| B",
         "overlap down",
         "overlap o",
         "W_up in span",
@@ -223,6 +225,7 @@ def diagnostics_table(diagnostics: dict, title: str = "joint diagnostics") -> Ta
             str(row["layer"]),
             num(cos.get("mean_abs")),
             spread,
+            num(row.get("writer_cosine", {}).get("mean_abs"), ".1e"),
             num(overlap.get("down_proj")),
             num(overlap.get("o_proj")),
             num(row.get("W_up_in_lora_span"), ".1e"),

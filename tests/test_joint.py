@@ -277,6 +277,7 @@ def test_joint_orth_run_reloads_with_modes_and_diagnostics(tmp_path):
         # Not 0: LoRA on gate/up_proj moves the MLP output inside col(W_down), not col(B).
         assert 0 <= row["shift_cosine"]["mean_abs"] <= 1
         assert row["subspace_overlap"]["down_proj"] < 1e-6
+        assert row["writer_cosine"]["mean_abs"] < 1e-4  # what the projection guarantees
         assert row["W_up_in_lora_span"] < 1e-4
         assert row["norms"]["W_up_fro"] > 0 and row["norms"]["W_down_fro"] > 0
         assert set(row["subspace_overlap"]) >= {"down_proj", "o_proj", "k", "chance"}
@@ -353,10 +354,13 @@ def test_diagnostics_cosine_is_zero_when_lora_only_writes_through_b(fresh_llama)
         assert diagnostics["sample"]["examples"] == 4
         for row in diagnostics["layers"]:
             cos = row["shift_cosine"]
+            writer = row["writer_cosine"]["mean_abs"]
             if orth:
                 assert cos["mean_abs"] < 1e-5 and row["W_up_in_lora_span"] < 1e-5
+                assert writer < 1e-5
             else:
                 assert cos["mean_abs"] > 1e-3 and row["W_up_in_lora_span"] > 0.01
+                assert writer > 1e-3
         parts.remove()
 
 

@@ -49,15 +49,21 @@ class OrthSpec:
 # -- LoRA's writers ----------------------------------------------------------------------------
 
 
-def lora_b(layer: nn.Module, writer: str) -> torch.Tensor | None:
-    """The active LoRA B matrix (``[out, r]``) of the module named ``writer`` in ``layer``."""
+def _lora_module(layer: nn.Module, writer: str) -> tuple[nn.Module, str] | None:
+    """peft's LoRA layer named ``writer`` in ``layer`` and its active adapter's name."""
     for name, module in layer.named_modules():
         if (name == writer or name.endswith(f".{writer}")) and hasattr(module, "lora_B"):
             active = module.active_adapters
             adapter = active[0] if isinstance(active, list | tuple) else active
             if adapter in module.lora_B:
-                return module.lora_B[adapter].weight
+                return module, adapter
     return None
+
+
+def lora_b(layer: nn.Module, writer: str) -> torch.Tensor | None:
+    """The active LoRA B matrix (``[out, r]``) of the module named ``writer`` in ``layer``."""
+    found = _lora_module(layer, writer)
+    return None if found is None else found[0].lora_B[found[1]].weight
 
 
 def writer_matrix(layer: nn.Module, writers: tuple[str, ...]) -> torch.Tensor:
@@ -213,7 +219,8 @@ def matrix_stats(interventions, model: nn.Module, i: int) -> dict:
 
 @contextmanager
 def _capture(model: nn.Module, interventions) -> Iterator[dict]:
-    """Per layer: the MLP's input, and the adapter site's output before the adapter edits it."""
+    """Per layer: the MLP's input, the adapter site's output before the adapter edits it, and
+    what the LoRA of each residual writer (o_proj, down_proj) adds to that writer's output."""
     layers = find_decoder_layers(model)
     store: dict[int, dict] = {i: {} for i in interventions.layer_ids}
     handles = []
@@ -229,9 +236,20 @@ def _capture(model: nn.Module, interventions) -> Iterator[dict]:
         def mlp_hook(mod, args, i=i):
             store[i]["mlp_in"] = args[0].detach()
 
+        def writer_hook(mod, args, i=i):  # B A x * scaling: inside col(B) by construction
+            lora, name = mod, mod.active_adapters[0]
+            x = args[0]
+            delta = lora.lora_B[name](lora.lora_A[name](x.to(lora.lora_A[name].weight.dtype)))
+            delta = delta.float() * lora.scaling[name]
+            store[i]["writers"] = store[i].get("writers", 0) + delta.detach()
+
         # prepend: run before the adapter's own hook, so ``h`` is the unedited site output.
         handles.append(module.register_forward_hook(site_hook, prepend=True))
         handles.append(layers[i].mlp.register_forward_pre_hook(mlp_hook))
+        for writer in ("o_proj", "down_proj"):
+            found = _lora_module(layers[i], writer)
+            if found is not None:
+                handles.append(found[0].register_forward_pre_hook(writer_hook))
     try:
         yield store
     finally:
@@ -249,9 +267,12 @@ def _mlp_write(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def shift_cosines(
     peft_model: nn.Module, interventions, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> dict[int, dict[str, torch.Tensor]]:
-    """One batch, every steered layer: per real token, the cosine between the adapter's shift
+    """One batch, every steered layer, per real token: the cosine between the adapter's shift
     (``delta(h)`` at its site) and LoRA's shift of the MLP output (with minus without LoRA,
-    same input), and both shifts' norms. Runs the joint model (both parts on)."""
+    same input; ``cos``), both shifts' norms, and the cosine between the adapter's shift and
+    what LoRA's writers add through their B matrices (``writer_cos``: 0 under Joint-Orth's
+    output projection; the MLP shift also moves inside col(W_down) through gate/up_proj's
+    LoRA, so ``cos`` need not be). Runs the joint model (both parts on)."""
     layers = find_decoder_layers(peft_model)
     keep = attention_mask.bool()
     out: dict[int, dict[str, torch.Tensor]] = {}
@@ -270,4 +291,10 @@ def shift_cosines(
         valid = (na > 0) & (nl > 0)
         cos = (delta_a * delta_l).sum(-1)[valid] / (na * nl)[valid]
         out[i] = {"cos": cos.cpu(), "adapter_norm": na.cpu(), "lora_norm": nl.cpu()}
+        writers = store[i].get("writers")
+        if writers is not None:
+            delta_w = writers[keep].to(delta_a.device)
+            nw = delta_w.norm(dim=-1)
+            valid = (na > 0) & (nw > 0)
+            out[i]["writer_cos"] = ((delta_a * delta_w).sum(-1)[valid] / (na * nw)[valid]).cpu()
     return out
