@@ -347,36 +347,47 @@ def build_parts(model: nn.Module, recipe: Recipe) -> TrainedParts:
     if kind == "lora":
         return LoraParts(_wrap_lora(model, recipe))
     if kind == "joint":
-        wrapped = _wrap_lora(model, recipe)
-        interventions = _attach(wrapped, recipe)
-        orth = recipe.orth
-        spec = None
-        if orth.enabled:
-            from steer_cli.engine.joint import OrthSpec
-
-            missing = [w for w in orth.writers if w not in recipe.lora.target_modules]
-            if missing:
-                raise SteerError(
-                    f"orth.writers {missing} have no LoRA: add them to lora.target_modules"
-                )
-            spec = OrthSpec(
-                side=orth.side, writers=tuple(orth.writers), min_norm=orth.min_norm, rtol=orth.rtol
-            )
-        try:
-            return JointParts(
-                wrapped,
-                interventions,
-                lora_lr=recipe.lora.lr,
-                orth=spec,
-                orth_when=orth.when,
-                orth_every=orth.every,
-            )
-        except ValueError as err:
-            raise SteerError(f"cannot build joint-orth: {err}") from None
+        return _build_joint(model, recipe)
     if kind == "sft":
         model.requires_grad_(True)
         return SftParts(model)
     raise AssertionError(f"unknown method kind {kind!r}")  # pragma: no cover - methods.KINDS
+
+
+def _build_joint(model: nn.Module, recipe: Recipe) -> JointParts:
+    """LoRA first, then the adapters hooked onto the peft model; on failure, neither stays."""
+    orth = recipe.orth
+    spec = None
+    if orth.enabled:
+        from steer_cli.engine.joint import OrthSpec
+
+        missing = [w for w in orth.writers if w not in recipe.lora.target_modules]
+        if missing:
+            raise SteerError(
+                f"orth.writers {missing} have no LoRA", "add them to lora.target_modules"
+            )
+        spec = OrthSpec(
+            side=orth.side, writers=tuple(orth.writers), min_norm=orth.min_norm, rtol=orth.rtol
+        )
+    wrapped = _wrap_lora(model, recipe)
+    interventions = None
+    try:
+        interventions = _attach(wrapped, recipe)
+        return JointParts(
+            wrapped,
+            interventions,
+            lora_lr=recipe.lora.lr,
+            orth=spec,
+            orth_when=orth.when,
+            orth_every=orth.every,
+        )
+    except (SteerError, ValueError) as err:
+        if interventions is not None:
+            interventions.detach()
+        wrapped.unload()
+        if isinstance(err, SteerError):
+            raise
+        raise SteerError(f"cannot build joint-orth: {err}") from None
 
 
 def _attach(model: nn.Module, recipe: Recipe) -> Interventions:

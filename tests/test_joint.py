@@ -104,6 +104,16 @@ def test_orth_writers_need_lora_on_them(fresh_llama):
         build_parts(model, recipe)
 
 
+def test_a_failed_joint_build_leaves_the_model_bare(fresh_llama):
+    model, tokenizer = fresh_llama
+    before = _logits(model, tokenizer)
+    recipe = build_recipe({"method": "joint-orth", "adapter": {"parameterization": "loreft"}})
+    with pytest.raises(SteerError, match="lowrank or vector"):
+        build_parts(model, recipe)
+    assert count_parameters(model, build_recipe({"method": "lora"})) == LORA_R8  # not wrapped
+    assert torch.equal(_logits(model, tokenizer), before)
+
+
 def test_param_groups_use_separate_lrs(fresh_llama):
     model, _ = fresh_llama
     parts = build_parts(model, build_recipe({"method": "joint", "lora": {"lr": 7e-4}}))
