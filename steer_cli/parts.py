@@ -361,6 +361,12 @@ def _build_joint(model: nn.Module, recipe: Recipe) -> JointParts:
     if orth.enabled:
         from steer_cli.engine.joint import OrthSpec
 
+        if recipe.adapter.site == "attn_heads":  # its output goes through o_proj first
+            raise SteerError(
+                "joint-orth projects an adapter that writes into the residual stream",
+                "use adapter.site block_output, mlp_output or attn_output",
+            )
+
         missing = [w for w in orth.writers if w not in recipe.lora.target_modules]
         if missing:
             raise SteerError(

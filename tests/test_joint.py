@@ -111,6 +111,9 @@ def test_a_failed_joint_build_leaves_the_model_bare(fresh_llama):
     with pytest.raises(SteerError, match="lowrank or vector"):
         build_parts(model, recipe)
     assert count_parameters(model, build_recipe({"method": "lora"})) == LORA_R8  # not wrapped
+    heads = {"method": "joint-orth", "adapter": {"site": "attn_heads"}}
+    with pytest.raises(SteerError, match="residual stream"):
+        build_parts(model, build_recipe(heads))
     assert torch.equal(_logits(model, tokenizer), before)
 
 
