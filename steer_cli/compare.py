@@ -100,6 +100,9 @@ def method_label(config: dict) -> str:
     lora = config.get("lora") or {}
     if lora.get("rank") not in (None, (preset.get("lora") or {}).get("rank", 8)):
         parts.append(f"r={lora['rank']}")
+    mode = (config.get("eval") or {}).get("joint_mode", "both")
+    if mode != "both":  # a joint run evaluated with one part only
+        parts.append(f"{mode} only")
     return " ".join(parts)
 
 

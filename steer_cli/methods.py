@@ -8,14 +8,16 @@ Each method has a ``kind``, which decides what is trained and saved:
 
 - ``adapter``: activation adapters hooked onto the frozen model (the ``adapter`` section);
 - ``lora``: peft LoRA on the weights (the ``lora`` section);
-- ``sft``: full fine-tuning of every weight.
+- ``sft``: full fine-tuning of every weight;
+- ``joint``: LoRA and an adapter trained together, in one loop (``lora`` + ``adapter``, and
+  ``orth`` for Joint-Orth).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-KINDS: tuple[str, ...] = ("adapter", "lora", "sft")
+KINDS: tuple[str, ...] = ("adapter", "lora", "sft", "joint")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,18 @@ R8_GRID = (5e-4, 1e-3, 2e-3, 3e-3, 5e-3)
 SMALL_GRID = (2e-3, 5e-3, 1e-2, 2e-2, 5e-2)
 LORA_GRID = (5e-5, 1e-4, 3e-4, 7e-4, 1.5e-3)
 SFT_GRID = (5e-6, 1e-5, 2e-5, 5e-5, 1e-4)
+
+
+# Joint training: one optimizer, one schedule for both groups. The paper gives no joint schedule;
+# the authors' released joint script trains both parts under LoRA's cosine schedule with 6%
+# warmup, and so do we. train.lr is the adapter's LR (the postblock preset's), lora.lr LoRA's
+# (the LoRA preset's): the two groups keep their own LRs, the schedule scales both.
+_JOINT_TRAIN = {"scheduler": "cosine", "warmup_ratio": 0.06, "weight_decay": 0.0, "lr": 2e-3}
+_JOINT = {
+    "adapter": {"site": "block_output", "parameterization": "lowrank", "rank": 8},
+    "lora": {"lr": _LORA_TRAIN["lr"]},
+    "train": _JOINT_TRAIN,
+}
 
 
 def _adapter(site: str, parameterization: str, lr: float, **extra) -> dict:
@@ -129,6 +143,20 @@ METHODS: dict[str, Method] = {
             kind="sft",
             defaults={"train": _SFT_TRAIN},
             lr_grid=SFT_GRID,
+        ),
+        Method(
+            name="joint",
+            description="LoRA + post-block adapter trained together (separate LRs)",
+            kind="joint",
+            defaults=_JOINT,
+            lr_grid=R8_GRID,
+        ),
+        Method(
+            name="joint-orth",
+            description="joint, adapter's W_up kept orthogonal to LoRA's o/down_proj B",
+            kind="joint",
+            defaults={**_JOINT, "orth": {"enabled": True}},
+            lr_grid=R8_GRID,
         ),
     ]
 }

@@ -8,8 +8,10 @@ object has:
 - ``parameters()`` and ``num_parameters()``: what is trained, and how much of it;
 - ``save(run_dir, metadata=..., tokenizer=...)``: the run directory's files for this kind;
 - ``remove()``: undo the parts, leaving the bare base model (used to measure methods);
-- ``disabled()`` (adapters and LoRA only): a context in which the base model runs alone. Full
+- ``disabled()`` (adapters, LoRA, joint): a context in which the base model runs alone. Full
   fine-tuning has no base left to fall back to: evaluate the base before training.
+
+Joint parts (LoRA + adapter, ``JointParts``) also have ``mode("both" | "lora" | "adapter")``.
 
 Parameter counts come from formulas here (``count_parameters``) so that a rank can be searched
 for a budget without building anything; tests check the formulas against the built parts.
@@ -153,7 +155,145 @@ class SftParts:
         return self.model
 
 
-TrainedParts = AdapterParts | LoraParts | SftParts
+JOINT_MODES = ("both", "lora", "adapter")
+
+
+class JointParts:
+    """peft LoRA plus activation adapters on the same model, trained in one loop.
+
+    ``model`` is the peft model; the adapters' hooks sit on its decoder layers. The optimizer
+    gets two kinds of groups (``param_groups``): the adapter's at the loop's LR (``train.lr``)
+    and LoRA's at ``lora_lr``. With ``orth`` (an ``engine.joint.OrthSpec``), the adapter is
+    projected away from LoRA's writers' column space on the schedule ``orth_when``/``orth_every``
+    (Joint-Orth). ``mode("lora" | "adapter" | "both")`` runs one part alone.
+    """
+
+    kind = "joint"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        interventions: Interventions,
+        *,
+        lora_lr: float | None = None,
+        orth=None,
+        orth_when: str = "step",
+        orth_every: int = 1,
+    ):
+        self.model = model
+        self.interventions = interventions
+        self.lora = LoraParts(model)
+        self.adapter = AdapterParts(model, interventions)
+        self.lora_lr = lora_lr
+        self.orth = orth
+        self.orth_when = orth_when
+        self.orth_every = orth_every
+        self.projections = {"projected": 0, "skipped": 0, "calls": 0}
+        if orth is not None:
+            from steer_cli.engine.joint import check_projectable
+
+            for adapter in interventions.adapters.values():
+                check_projectable(adapter, orth.side)
+
+    @property
+    def module(self) -> nn.Module:
+        return self.interventions
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        yield from self.lora.parameters()
+        yield from self.interventions.parameters()
+
+    def num_parameters(self) -> int:
+        return self.lora.num_parameters() + self.adapter.num_parameters()
+
+    # -- the loop's hooks ----------------------------------------------------------------------
+    def param_groups(self, lr: float) -> list[dict]:
+        """The adapter's groups at ``lr`` (train.lr), LoRA's at ``lora_lr`` (lora.lr)."""
+        groups = self.interventions.param_groups(lr)
+        lora_lr = lr if self.lora_lr is None else self.lora_lr
+        groups.append({"params": list(self.lora.parameters()), "lr": lora_lr})
+        return groups
+
+    def penalty(self, step: int) -> torch.Tensor | None:
+        return self.interventions.penalty(step)
+
+    def batch_context(self, batch: dict):
+        return self.interventions.batch_context(batch)
+
+    def begin_training(self, total_steps: int) -> None:
+        self.interventions.begin_training(total_steps)
+        if self.orth_when == "init":
+            self.orthogonalize()
+
+    def begin_epoch(self, epoch: int) -> None:
+        if self.orth_when == "epoch":
+            self.orthogonalize()
+
+    def after_step(self, step: int) -> None:
+        self.interventions.after_step(step)
+        if self.orth_when == "step" and step % self.orth_every == 0:
+            self.orthogonalize()
+
+    def orthogonalize(self) -> dict[str, int]:
+        """Project the adapters now (a no-op without ``orth``); counts what was done."""
+        if self.orth is None:
+            return {"projected": 0, "skipped": 0}
+        from steer_cli.engine.joint import orthogonalize
+
+        done = orthogonalize(self.model, self.interventions, self.orth)
+        self.projections["calls"] += 1
+        for key, value in done.items():
+            self.projections[key] += value
+        return done
+
+    # -- inference -----------------------------------------------------------------------------
+    @contextmanager
+    def mode(self, which: str) -> Iterator[None]:
+        """``both`` (the joint model), ``lora`` (adapters off) or ``adapter`` (LoRA off)."""
+        if which not in JOINT_MODES:
+            raise ValueError(f"joint mode must be one of {', '.join(JOINT_MODES)}, not {which!r}")
+        if which == "both":
+            yield
+        elif which == "lora":
+            with self.interventions.disabled():
+                yield
+        else:
+            with self.model.disable_adapter():
+                yield
+
+    @contextmanager
+    def disabled(self) -> Iterator[None]:
+        with self.interventions.disabled(), self.model.disable_adapter():
+            yield
+
+    def summary(self) -> dict:
+        out = {
+            "lora_params": self.lora.num_parameters(),
+            "adapter_params": self.adapter.num_parameters(),
+            "lora_lr": self.lora_lr,
+            "adapter": self.interventions.summary(),
+        }
+        if self.orth is not None:
+            out["orth"] = {
+                "side": self.orth.side,
+                "writers": list(self.orth.writers),
+                "when": self.orth_when,
+                "every": self.orth_every,
+                **self.projections,
+            }
+        return out
+
+    def save(self, run_dir: Path, *, metadata: dict | None = None, tokenizer=None) -> None:
+        """Both parts in one run directory: ``lora/`` (peft) and ``adapter.*`` (steer)."""
+        self.lora.save(run_dir, metadata=metadata, tokenizer=tokenizer)
+        self.adapter.save(run_dir, metadata=metadata, tokenizer=tokenizer)
+
+    def remove(self) -> nn.Module:
+        self.interventions.detach()
+        return self.model.unload()
+
+
+TrainedParts = AdapterParts | LoraParts | SftParts | JointParts
 
 
 # -- building ----------------------------------------------------------------------------------
@@ -200,30 +340,80 @@ def build_parts(model: nn.Module, recipe: Recipe) -> TrainedParts:
     here if the caller has not done so already.
     """
     kind = kind_of(recipe)
+    if kind in ("adapter", "joint") and recipe.adapter.rank == "auto":
+        recipe, _ = resolve_rank(model, recipe)
     if kind == "adapter":
-        if recipe.adapter.rank == "auto":
-            recipe, _ = resolve_rank(model, recipe)
-        try:
-            interventions = attach(model, adapter_spec(recipe.adapter), seed=recipe.train.seed)
-        except ValueError as err:
-            raise SteerError(f"cannot attach the adapter: {err}") from None
-        return AdapterParts(model, interventions)
+        return AdapterParts(model, _attach(model, recipe))
     if kind == "lora":
-        from peft import get_peft_model
-
-        lora_parameter_count(model, recipe.lora)  # clear error when no module matches
-        # peft draws LoRA's A matrices from the global RNG: seed them, leave the RNG as it was.
-        with torch.random.fork_rng(devices=[]), quiet_peft():
-            torch.manual_seed(recipe.train.seed)
-            try:
-                wrapped = get_peft_model(model, lora_config(recipe.lora))
-            except ValueError as err:
-                raise SteerError(f"cannot apply LoRA: {err}") from None
-        return LoraParts(wrapped)
+        return LoraParts(_wrap_lora(model, recipe))
+    if kind == "joint":
+        return _build_joint(model, recipe)
     if kind == "sft":
         model.requires_grad_(True)
         return SftParts(model)
     raise AssertionError(f"unknown method kind {kind!r}")  # pragma: no cover - methods.KINDS
+
+
+def _build_joint(model: nn.Module, recipe: Recipe) -> JointParts:
+    """LoRA first, then the adapters hooked onto the peft model; on failure, neither stays."""
+    orth = recipe.orth
+    spec = None
+    if orth.enabled:
+        from steer_cli.engine.joint import OrthSpec
+
+        if recipe.adapter.site == "attn_heads":  # its output goes through o_proj first
+            raise SteerError(
+                "joint-orth projects an adapter that writes into the residual stream",
+                "use adapter.site block_output, mlp_output or attn_output",
+            )
+
+        missing = [w for w in orth.writers if w not in recipe.lora.target_modules]
+        if missing:
+            raise SteerError(
+                f"orth.writers {missing} have no LoRA", "add them to lora.target_modules"
+            )
+        spec = OrthSpec(
+            side=orth.side, writers=tuple(orth.writers), min_norm=orth.min_norm, rtol=orth.rtol
+        )
+    wrapped = _wrap_lora(model, recipe)
+    interventions = None
+    try:
+        interventions = _attach(wrapped, recipe)
+        return JointParts(
+            wrapped,
+            interventions,
+            lora_lr=recipe.lora.lr,
+            orth=spec,
+            orth_when=orth.when,
+            orth_every=orth.every,
+        )
+    except (SteerError, ValueError) as err:
+        if interventions is not None:
+            interventions.detach()
+        wrapped.unload()
+        if isinstance(err, SteerError):
+            raise
+        raise SteerError(f"cannot build joint-orth: {err}") from None
+
+
+def _attach(model: nn.Module, recipe: Recipe) -> Interventions:
+    try:
+        return attach(model, adapter_spec(recipe.adapter), seed=recipe.train.seed)
+    except ValueError as err:
+        raise SteerError(f"cannot attach the adapter: {err}") from None
+
+
+def _wrap_lora(model: nn.Module, recipe: Recipe) -> nn.Module:
+    from peft import get_peft_model
+
+    lora_parameter_count(model, recipe.lora)  # clear error when no module matches
+    # peft draws LoRA's A matrices from the global RNG: seed them, leave the RNG as it was.
+    with torch.random.fork_rng(devices=[]), quiet_peft():
+        torch.manual_seed(recipe.train.seed)
+        try:
+            return get_peft_model(model, lora_config(recipe.lora))
+        except ValueError as err:
+            raise SteerError(f"cannot apply LoRA: {err}") from None
 
 
 def measure(model: nn.Module, recipe: Recipe) -> int:
@@ -285,6 +475,9 @@ def count_parameters(model: nn.Module, recipe: Recipe) -> int:
         return lora_parameter_count(model, recipe.lora)
     if kind == "sft":
         return count_base(model)
+    if kind == "joint":  # LoRA's count plus the adapter's
+        adapter_only = recipe.model_copy(update={"method": "postblock"})
+        return lora_parameter_count(model, recipe.lora) + count_parameters(model, adapter_only)
     if recipe.adapter.rank == "auto":
         recipe, _ = resolve_rank(model, recipe)
     if recipe.adapter.parameterization not in _RANKED:  # head-wise: count what is built
@@ -357,7 +550,7 @@ def resolve_rank(model: nn.Module, recipe: Recipe) -> tuple[Recipe, RankChoice |
     is what the run directory's ``config.yaml`` records; the choice goes to ``results.json``.
     """
     section = recipe.adapter
-    if kind_of(recipe) != "adapter" or section.rank != "auto":
+    if kind_of(recipe) not in ("adapter", "joint") or section.rank != "auto":
         return recipe, None
     if section.parameterization not in _RANKED:
         raise SteerError(

@@ -152,6 +152,37 @@ class LoraSection(_Section):
     target_modules: list[str] = Field(
         default_factory=lambda: list(LORA_TARGETS), min_length=1, description="module names"
     )
+    lr: float = Field(
+        3e-4, ge=0, description="joint kinds: LoRA's learning rate (train.lr is the adapter's)"
+    )
+
+
+# LoRA matrices whose output is added into the residual stream (attention and MLP writers).
+ORTH_WRITERS = ("o_proj", "down_proj")
+
+
+class OrthSection(_Section):
+    """Joint-Orth (SPEC 5): keep the adapter out of the column space of LoRA's writers."""
+
+    enabled: bool = Field(False, description="project the adapter (joint-orth sets it)")
+    when: Literal["step", "epoch", "init"] = Field(
+        "step", description="after every `every` steps, at each epoch start, or once before step 1"
+    )
+    every: int = Field(1, ge=1, description="when=step: project after every N optimizer steps")
+    side: Literal["output", "input"] = Field(
+        "output",
+        description="output: W_up <- (I - QQ^T) W_up; input: W_down <- W_down (I - QQ^T) "
+        "(the released code's)",
+    )
+    writers: list[Literal[ORTH_WRITERS]] = Field(
+        default_factory=lambda: list(ORTH_WRITERS),
+        min_length=1,
+        description="LoRA B matrices spanning Q: o_proj, down_proj (released code: down_proj)",
+    )
+    min_norm: float = Field(1e-6, ge=0, description="skip a layer while ||B||_F is below this")
+    rtol: float = Field(
+        1e-5, gt=0, lt=1, description="singular values below rtol * largest leave Q's basis"
+    )
 
 
 class ListOpsSection(_Section):
@@ -277,6 +308,9 @@ class EvalSection(_Section):
     batch_size: int = Field(32, ge=1)
     max_new_tokens: int | None = Field(None, ge=1, description="default: the task's")
     before: bool = Field(True, description="also evaluate the base model before training")
+    joint_mode: Literal["both", "lora", "adapter"] = Field(
+        "both", description="joint kinds: evaluate both parts, LoRA only or the adapter only"
+    )
 
 
 class Recipe(_Section):
@@ -285,6 +319,7 @@ class Recipe(_Section):
     model: ModelSection = ModelSection()
     adapter: AdapterSection = AdapterSection()
     lora: LoraSection = LoraSection()
+    orth: OrthSection = OrthSection()
     data: DataSection = DataSection()
     train: TrainSection = TrainSection()
     eval: EvalSection = EvalSection()
@@ -326,9 +361,20 @@ def build_recipe(raw: dict) -> Recipe:
         adapter["rank"] = "auto"
     merged = _deep_merge(_deep_merge(_task_defaults(raw), METHODS[method].defaults), raw)
     try:
-        return Recipe.model_validate(merged)
+        recipe = Recipe.model_validate(merged)
     except ValidationError as err:
         raise _explain(err) from None
+    if METHODS[method].kind != "joint":  # settings that only a joint run reads
+        if recipe.orth.enabled:
+            raise SteerError(
+                f"orth.enabled needs both LoRA and an adapter; method {method!r} has not",
+                "use method: joint-orth (or joint with orth.enabled=true)",
+            )
+        if recipe.eval.joint_mode != "both":
+            raise SteerError(
+                f"eval.joint_mode={recipe.eval.joint_mode} is for joint runs, not {method!r}"
+            )
+    return recipe
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -129,19 +129,25 @@ def method_summary(recipe) -> dict[str, str]:
     from steer_cli.methods import METHODS
 
     method = METHODS[recipe.method]
+    targets = ",".join(t.removesuffix("_proj") for t in recipe.lora.target_modules)
+    lora = f"LoRA r={recipe.lora.rank}"
+    a = recipe.adapter
+    how = a.parameterization
+    if a.parameterization in ("lowrank", "loreft"):
+        how += f" r={a.rank}"
+    if a.parameterization == "lowrank":
+        how += " linear" if a.activation == "none" else f" {a.activation}"
     if method.kind == "lora":
-        targets = ",".join(t.removesuffix("_proj") for t in recipe.lora.target_modules)
-        where, how = f"weights: {targets}", f"LoRA r={recipe.lora.rank}"
+        where, how = f"weights: {targets}", lora
     elif method.kind == "sft":
         where, how = "all weights", "full"
+    elif method.kind == "joint":
+        where, how = f"{a.site} + weights: {targets}", f"{how} + {lora}"
+        if recipe.orth.enabled:
+            how += f" (orth {recipe.orth.side})"
     else:
-        a = recipe.adapter
-        where, how = a.site, a.parameterization
-        if a.parameterization in ("lowrank", "loreft"):
-            how += f" r={a.rank}"
-        if a.parameterization == "lowrank":
-            how += " linear" if a.activation == "none" else f" {a.activation}"
-    positions = recipe.adapter.positions if method.kind == "adapter" else "all"
+        where = a.site
+    positions = recipe.adapter.positions if method.kind in ("adapter", "joint") else "all"
     return {"kind": method.kind, "site": where, "parameterization": how, "positions": positions}
 
 
@@ -165,9 +171,67 @@ def methods_table(
     table.add_column("description")
     for name, recipe in recipes.items():
         summary = method_summary(recipe)
-        row = [name, *summary.values(), f"{recipe.train.lr:g}"]
+        lr = f"{recipe.train.lr:g}"
+        if summary["kind"] == "joint":  # the adapter's, then LoRA's
+            lr += f" / {recipe.lora.lr:g}"
+        row = [name, *summary.values(), lr]
         if counts is not None:
             n = counts.get(name)
             row += ["-", "-"] if n is None else [f"{n:,}", f"{100 * n / base_params:.4f}%"]
         table.add_row(*row, METHODS[name].description)
+    return table
+
+
+def diagnostics_table(diagnostics: dict, title: str = "joint diagnostics") -> Table:
+    """Per layer: how aligned the adapter's and LoRA's shifts and subspaces are, and norms."""
+
+    def num(value, fmt: str = ".3f") -> str:
+        return "-" if value is None else format(value, fmt)
+
+    chance = next(
+        (r["subspace_overlap"]["chance"] for r in diagnostics["layers"] if "subspace_overlap" in r),
+        None,
+    )
+    table = Table(
+        title=f"{title} ({diagnostics['sample']['examples']} training examples)",
+        caption=(
+            "cos: adapter shift vs LoRA's shift of the MLP output, per token · |cos| B: vs what "
+            "LoRA's o/down_proj write through B · overlap: top-k "
+            f"singular subspaces of W_up and LoRA's B (chance {num(chance, '.3f')}) · in span: "
+            "||Q^T W_up|| / ||W_up||, Q spanning [B_o, B_down]"
+        ),
+    )
+    for column in (
+        "layer",
+        "mean |cos|",
+        "cos q05..q95",
+        "|cos| B",
+        "overlap down",
+        "overlap o",
+        "W_up in span",
+        "||W_up||",
+        "||W_down||",
+        "|Δ adapter|",
+        "|Δ LoRA|",
+    ):
+        table.add_column(column, justify="right")
+    for row in diagnostics["layers"]:
+        cos = row["shift_cosine"]
+        q = cos.get("quantiles", {})
+        overlap = row.get("subspace_overlap", {})
+        norms = row.get("norms", {})
+        spread = f"{num(q.get('0.05'), '+.2f')}..{num(q.get('0.95'), '+.2f')}" if q else "-"
+        table.add_row(
+            str(row["layer"]),
+            num(cos.get("mean_abs")),
+            spread,
+            num(row.get("writer_cosine", {}).get("mean_abs"), ".1e"),
+            num(overlap.get("down_proj")),
+            num(overlap.get("o_proj")),
+            num(row.get("W_up_in_lora_span"), ".1e"),
+            num(norms.get("W_up_fro"), ".3g"),
+            num(norms.get("W_down_fro"), ".3g"),
+            num(row["adapter_shift_norm"], ".3g"),
+            num(row["lora_shift_norm"], ".3g"),
+        )
     return table

@@ -17,6 +17,7 @@ CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 RESULTS = "results.json"
 PREDICTIONS = "predictions.jsonl"
+DIAGNOSTICS = "diagnostics.json"  # joint runs: weight/activation alignment per layer
 
 
 class StagedRun:

@@ -5,7 +5,8 @@ trained parts are:
 
 - ``adapter``: ``adapter.safetensors`` + ``adapter.json`` (steer's format, engine.attach);
 - ``lora``: ``lora/adapter_model.safetensors`` + ``lora/adapter_config.json`` (peft's format);
-- ``sft``: ``model/`` (a ``save_pretrained`` directory: safetensors, config, tokenizer).
+- ``sft``: ``model/`` (a ``save_pretrained`` directory: safetensors, config, tokenizer);
+- ``joint``: both ``lora/`` and ``adapter.*``: peft's model, with the adapters hooked onto it.
 
 Reloading gives exactly the model that finished training (tests check identical logits).
 """
@@ -42,6 +43,7 @@ def load_run(run_dir: str | Path, *, device: str | None = None, dtype: str | Non
         LORA_DIR,
         MODEL_DIR,
         AdapterParts,
+        JointParts,
         LoraParts,
         SftParts,
         kind_of,
@@ -67,11 +69,15 @@ def load_run(run_dir: str | Path, *, device: str | None = None, dtype: str | Non
         interventions = Interventions.load(run_dir).attach(model)
         interventions.requires_grad_(False)
         return model, tokenizer, AdapterParts(model, interventions)
-    if kind == "lora":
+    if kind in ("lora", "joint"):
         from peft import PeftModel
 
         with quiet_peft():
             peft_model = PeftModel.from_pretrained(model, str(run_dir / LORA_DIR))
         peft_model.eval()
-        return peft_model, tokenizer, LoraParts(peft_model)
+        if kind == "lora":
+            return peft_model, tokenizer, LoraParts(peft_model)
+        interventions = Interventions.load(run_dir).attach(peft_model)
+        interventions.requires_grad_(False)
+        return peft_model, tokenizer, JointParts(peft_model, interventions)
     raise AssertionError(f"unknown method kind {kind!r}")  # pragma: no cover

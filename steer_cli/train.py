@@ -29,9 +29,10 @@ class StepStats:
     step: int
     total_steps: int
     loss: float
-    lr: float
+    lr: float  # the first optimizer group's (joint runs: the adapter's)
     tokens: int  # non-pad tokens processed in this step
     seconds: float
+    group_lrs: list[float] | None = None  # every group's LR, when they differ
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Parts(Protocol):
     - ``param_groups(lr)``: optimizer groups, e.g. separate learning rates in joint training;
     - ``penalty(step)``: a regulariser added to the loss (L1 for LoFiT, expected L0 for JoLA);
     - ``begin_training(total_steps)``: called once before step 1 (e.g. to plan stage switches);
+    - ``begin_epoch(epoch)``: called before the first step of each epoch (1, 2, ...);
     - ``after_step(step)``: called after each optimizer step (projections, stage switches);
     - ``batch_context(batch)``: a context manager active during the forward of a micro-batch,
       given the collated batch (with ``prompt_lengths``), e.g. to tell adapters which tokens
@@ -132,6 +134,8 @@ def train_loop(
     penalty_of = getattr(trainable, "penalty", None)
     after_step = getattr(trainable, "after_step", None)
     begin_training = getattr(trainable, "begin_training", None)
+    begin_epoch = getattr(trainable, "begin_epoch", None)
+    per_epoch = max(1, batches_per_epoch(len(rows), cfg.batch_size))
     batch_context = getattr(trainable, "batch_context", None) or (lambda batch: nullcontext())
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(
@@ -159,6 +163,8 @@ def train_loop(
     loss_value = float("nan")
     for step in range(1, total + 1):
         step_start = time.perf_counter()
+        if begin_epoch is not None and (step - 1) % per_epoch == 0:
+            begin_epoch((step - 1) // per_epoch + 1)
         batch = [rows[i] for i in next(order)]
         # Next-token targets are labels[1:]; count them over the whole effective batch.
         supervised = sum(sum(t != IGNORE_INDEX for t in r["labels"][1:]) for r in batch)
@@ -213,6 +219,7 @@ def train_loop(
                     total_steps=total,
                     loss=loss_value,
                     lr=scheduler.get_last_lr()[0],
+                    group_lrs=lrs if len(set(lrs := scheduler.get_last_lr())) > 1 else None,
                     tokens=step_tokens,
                     seconds=time.perf_counter() - step_start,
                 )
@@ -241,7 +248,7 @@ class TrainedRun:
     results: dict
     model: nn.Module
     tokenizer: object
-    parts: object  # parts.AdapterParts | LoraParts | SftParts
+    parts: object  # parts.AdapterParts | LoraParts | SftParts | JointParts
 
     @property
     def interventions(self) -> nn.Module | None:
@@ -360,6 +367,7 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
                             "step": s.step,
                             "loss": s.loss,
                             "lr": s.lr,
+                            **({"group_lrs": s.group_lrs} if s.group_lrs else {}),
                             "tokens": s.tokens,
                             "seconds": s.seconds,
                         }
@@ -380,7 +388,12 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
                 on_step=on_step,
             )
 
-        results["eval"]["after"], records = evaluate("after", model)
+        if parts.kind == "joint":
+            with parts.mode(recipe.eval.joint_mode):
+                results["eval"]["after"], records = evaluate("after", model)
+            results["eval"]["after"]["joint_mode"] = recipe.eval.joint_mode
+        else:
+            results["eval"]["after"], records = evaluate("after", model)
         parts.save(run_dir, metadata={"base_model": recipe.model.name}, tokenizer=tokenizer)
         with (run_dir / rundir.PREDICTIONS).open("w") as f:
             for r in records:
@@ -400,7 +413,20 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
         )
         if parts.kind == "adapter":  # e.g. LoFiT's chosen heads, JoLA's open gates
             results["adapter"] = parts.interventions.summary()
+        diagnostics = None
+        if parts.kind == "joint":
+            from steer_cli.diagnostics import joint_diagnostics
+
+            results["joint"] = parts.summary()
+            diagnostics = joint_diagnostics(
+                parts, train_rows, pad_id=tokenizer.pad_token_id, seed=recipe.train.seed
+            )
+            write_json(run_dir / rundir.DIAGNOSTICS, diagnostics)
         write_json(run_dir / rundir.RESULTS, results)
+    if diagnostics is not None and diagnostics["layers"]:
+        from steer_cli.report import diagnostics_table
+
+        console.print(diagnostics_table(diagnostics, title=f"{recipe.method} diagnostics"))
     console.print(results_table(results))
     console.print(results_footer(results), highlight=False, soft_wrap=True)
     console.print(f"run written to [bold]{output}[/]")

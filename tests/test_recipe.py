@@ -102,7 +102,17 @@ def test_bad_yaml_and_missing_file(tmp_path):
 def test_resolved_recipe_is_complete_and_round_trips():
     recipe = build_recipe({"model": "tiny-llama", "train": {"lr": 5e-4}})
     resolved = recipe.resolved()
-    assert set(resolved) == {"name", "method", "model", "adapter", "lora", "data", "train", "eval"}
+    assert set(resolved) == {
+        "name",
+        "method",
+        "model",
+        "adapter",
+        "lora",
+        "orth",
+        "data",
+        "train",
+        "eval",
+    }
     assert build_recipe(resolved) == recipe
 
 

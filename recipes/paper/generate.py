@@ -3,7 +3,6 @@ Tables 1, 2 and 4 that steer can train. Running it rewrites the tree determinist
 checks the committed files equal its output, so edit this script, not the YAML.
 
     python recipes/paper/generate.py                 # rewrite the tree
-    python recipes/paper/generate.py --with-pending  # also Table 4's joint and joint-orth
 
 Every recipe follows the paper's protocol (SPEC 6; appendix F): all the task's data, the task's
 epochs (3 for GSM8K, else 1), effective batch 8, the method's LR grid on validation and then
@@ -124,15 +123,10 @@ TABLES = {
             ("lora-r16", "lora", "LoRA r=16"),
             ("lora", "lora", "LoRA r=8"),
             ("postblock", "postblock", "Adapter: post-block, rank matched to LoRA r=8"),
+            ("joint", "joint", "Joint: LoRA r=8 + post-block adapter, trained together"),
+            ("joint-orth", "joint-orth", "Joint-Orth: Joint + the adapter kept orthogonal to LoRA"),
         ),
     ),
-}
-# Table 4's joint rows: their methods are not in steer yet. --with-pending writes them.
-PENDING = {
-    "table4": (
-        ("joint", "joint", "Joint: LoRA r=8 + post-block adapter, trained together"),
-        ("joint-orth", "joint-orth", "Joint-Orth: Joint + the adapter kept orthogonal to LoRA"),
-    )
 }
 
 
@@ -363,12 +357,11 @@ def check() -> None:
         assert abs(got - lora) < 0.01, (key, got)
 
 
-def render(with_pending: bool = False) -> dict[str, str]:
+def render() -> dict[str, str]:
     """Relative path (under recipes/paper) -> file text, for every cell."""
     check()
     out: dict[str, str] = {}
     for table, (models, tasks, variants) in TABLES.items():
-        variants = variants + (PENDING.get(table, ()) if with_pending else ())
         for key in models:
             for task in tasks:
                 for stem, method, what in variants:
@@ -379,13 +372,8 @@ def render(with_pending: bool = False) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--with-pending",
-        action="store_true",
-        help="also write Table 4's joint and joint-orth (methods not in steer yet)",
-    )
-    args = parser.parse_args(argv)
-    files = render(with_pending=args.with_pending)
+    parser.parse_args(argv)
+    files = render()
     for table in TABLES:
         shutil.rmtree(HERE / table, ignore_errors=True)
     for rel, text in files.items():
