@@ -35,3 +35,15 @@ def randomize(module: torch.nn.Module, std: float = 0.2, seed: int = 0) -> None:
     with torch.no_grad():
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=generator) * std)
+
+
+@torch.no_grad()
+def greedy_uncached(model, ids: torch.Tensor, n: int, suppress: int) -> torch.Tensor:
+    """Greedy decoding by recomputing the whole sequence each step (no KV cache): the reference
+    cached generation must equal. ``suppress`` is masked as ``min_new_tokens`` masks EOS."""
+    seq = ids
+    for _ in range(n):
+        last = model(input_ids=seq).logits[:, -1]
+        last[:, suppress] = -float("inf")
+        seq = torch.cat([seq, last.argmax(-1, keepdim=True)], dim=1)
+    return seq[:, ids.shape[1] :]

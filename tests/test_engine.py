@@ -3,7 +3,7 @@ clean detach, parameter counts, peft-wrapped models, save/load."""
 
 import pytest
 import torch
-from conftest import randomize
+from conftest import greedy_uncached, randomize
 
 from steer_cli.engine.adapters import AdapterShape
 from steer_cli.engine.attach import Interventions, InterventionSpec, attach
@@ -55,17 +55,6 @@ def test_edit_changes_output_and_detach_restores_exactly(tiny, shape):
     assert torch.equal(_logits(model, ids), base)
 
 
-def _greedy_uncached(model, ids, n, suppress: int):
-    """Greedy decoding by recomputing the whole sequence each step (no KV cache)."""
-    seq = ids
-    for _ in range(n):
-        last = _logits(model, seq)[:, -1]
-        last[:, suppress] = -float("inf")  # as min_new_tokens does in generate()
-        nxt = last.argmax(-1, keepdim=True)
-        seq = torch.cat([seq, nxt], dim=1)
-    return seq[:, ids.shape[1] :]
-
-
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
 def test_cached_generation_equals_recomputation(tiny, shape):
     """Edits reach prompt and generated tokens alike: KV-cache decoding = full recomputation."""
@@ -84,9 +73,7 @@ def test_cached_generation_equals_recomputation(tiny, shape):
                 use_cache=True,
                 pad_token_id=tokenizer.pad_token_id,
             )[:, ids.shape[1] :]
-            assert torch.equal(cached, _greedy_uncached(model, ids, 8, tokenizer.eos_token_id)), (
-                text
-            )
+            assert torch.equal(cached, greedy_uncached(model, ids, 8, tokenizer.eos_token_id)), text
     finally:
         handle.detach()
 

@@ -5,7 +5,7 @@ from contextlib import contextmanager
 
 import pytest
 import torch
-from conftest import randomize
+from conftest import greedy_uncached, randomize
 
 from steer_cli.data.encode import IGNORE_INDEX, collate_right_padded
 from steer_cli.engine.adapters import AdapterShape
@@ -72,15 +72,6 @@ def test_batched_left_padded_generation_equals_one_by_one(tiny, mode):
         assert batched != base, "the adapter must change some generation"
 
 
-def _greedy_uncached(model, ids, n, suppress):
-    seq = ids
-    for _ in range(n):
-        last = _logits(model, seq)[:, -1]
-        last[:, suppress] = -float("inf")
-        seq = torch.cat([seq, last.argmax(-1, keepdim=True)], dim=1)
-    return seq[:, ids.shape[1] :]
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_cached_generation_equals_recomputation(tiny, mode):
     """Decoding steps are placed at the columns full recomputation gives the same tokens."""
@@ -99,7 +90,7 @@ def test_cached_generation_equals_recomputation(tiny, mode):
                     use_cache=True,
                     pad_token_id=tokenizer.pad_token_id,
                 )[:, ids.shape[1] :]
-                uncached = _greedy_uncached(model, ids, 8, tokenizer.eos_token_id)
+                uncached = greedy_uncached(model, ids, 8, tokenizer.eos_token_id)
             assert torch.equal(cached, uncached), text
     finally:
         handle.detach()
