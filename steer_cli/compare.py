@@ -38,7 +38,7 @@ class Record:
     """One run directory as found on disk."""
 
     path: str
-    status: str  # "ok", "incomplete" or "failed"
+    status: str  # "ok", "incomplete", "failed" or "skipped"
     reason: str = ""
     model: str = ""
     task: str = ""
@@ -110,9 +110,14 @@ def find_runs(paths: list[Path]) -> list[Record]:
     """Every run under ``paths`` (run directories, or folders of them such as sweeps)."""
     records: list[Record] = []
     for path in paths:
-        if not path.is_dir():
-            raise SteerError(f"not a directory: {path}", "pass run directories or folders of runs")
-        _walk(path, records)
+        if not path.exists():
+            raise SteerError(
+                f"no such directory: {path}", "pass run directories or folders of runs"
+            )
+        if path.is_dir():
+            _walk(path, records)
+        else:  # e.g. a log file caught by a shell glob such as runs/*
+            records.append(Record(str(path), "skipped", "not a run directory"))
     return records
 
 
@@ -331,7 +336,8 @@ def render(columns: list[str], rows: list[Row], records: list[Record], fmt: str,
         lines = ["| " + " | ".join(_headers(columns)) + " |"]
         lines.append("|" + "---|" * 2 + "---:|" * (len(columns) + 2))
         lines += ["| " + " | ".join(cells) + " |" for cells in _text_rows(columns, rows)]
-        lines += [f"\n{r.status}: {r.path} ({r.reason})" for r in problems]
+        if problems:
+            lines += ["", *(f"- {r.status}: {r.path} ({r.reason})" for r in problems)]
         return "\n".join(lines) + "\n"
     if fmt == "latex":
         spec = "ll" + "r" * (len(columns) + 2)

@@ -185,12 +185,20 @@ def test_cli_and_plot(runs, tmp_path):
         (["--paper", "table9"], "unknown published table"),
         (["-f", "xml", "--paper", "table1"], "unknown format"),
         ([], "nothing to compare"),
-        (["/nonexistent/dir"], "not a directory"),
+        (["/nonexistent/dir"], "no such directory"),
     ],
 )
 def test_cli_errors(args, fragment):
     result = runner.invoke(app, ["compare", *args])
     assert result.exit_code == 1 and fragment in result.output and "Traceback" not in result.output
+
+
+def test_files_among_the_arguments_are_listed_and_skipped(runs):
+    log = runs / "train.log"
+    log.write_text("a log caught by a shell glob")
+    result = runner.invoke(app, ["compare", str(runs / "sft"), str(log)])
+    assert result.exit_code == 0, result.output
+    assert "skipped" in result.output and "train.log" in result.output
 
 
 def test_unknown_baseline(runs):
