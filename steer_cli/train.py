@@ -7,6 +7,7 @@ it on the device and carries it across processes.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -84,12 +85,16 @@ class _Trainable(nn.Module):
 
 def _keep_logits(model: nn.Module, n: int) -> dict:
     """``logits_to_keep=n`` for models whose forward takes it (transformers' causal LMs do)."""
+    base = getattr(model, "get_base_model", lambda: model)()
+    return {"logits_to_keep": n} if _takes_logits_to_keep(type(base)) else {}
+
+
+@functools.cache
+def _takes_logits_to_keep(model_class: type) -> bool:
+    """Asked once per class, not on every micro-batch."""
     import inspect
 
-    forward = getattr(model, "get_base_model", lambda: model)().forward
-    return (
-        {"logits_to_keep": n} if "logits_to_keep" in inspect.signature(forward).parameters else {}
-    )
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
 def plan_steps(n_examples: int, cfg: TrainSection) -> int:
