@@ -47,3 +47,16 @@ def greedy_uncached(model, ids: torch.Tensor, n: int, suppress: int) -> torch.Te
         last[:, suppress] = -float("inf")
         seq = torch.cat([seq, last.argmax(-1, keepdim=True)], dim=1)
     return seq[:, ids.shape[1] :]
+
+
+def greedy_cached(model, tokenizer, ids: torch.Tensor, n: int) -> torch.Tensor:
+    """Exactly ``n`` greedy tokens from ``generate`` with the KV cache (EOS held off till then)."""
+    return model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=n,
+        min_new_tokens=n,
+        do_sample=False,
+        use_cache=True,
+        pad_token_id=tokenizer.pad_token_id,
+    )[:, ids.shape[1] :]

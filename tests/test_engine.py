@@ -3,7 +3,7 @@ clean detach, parameter counts, peft-wrapped models, save/load."""
 
 import pytest
 import torch
-from conftest import greedy_uncached, randomize
+from conftest import greedy_cached, greedy_uncached, randomize
 
 from steer_cli.engine.adapters import AdapterShape
 from steer_cli.engine.attach import Interventions, InterventionSpec, attach
@@ -64,15 +64,7 @@ def test_cached_generation_equals_recomputation(tiny, shape):
     try:
         for text in PROMPTS:
             ids = _ids(tokenizer, text)
-            cached = model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=8,
-                min_new_tokens=8,
-                do_sample=False,
-                use_cache=True,
-                pad_token_id=tokenizer.pad_token_id,
-            )[:, ids.shape[1] :]
+            cached = greedy_cached(model, tokenizer, ids, 8)
             assert torch.equal(cached, greedy_uncached(model, ids, 8, tokenizer.eos_token_id)), text
     finally:
         handle.detach()

@@ -5,7 +5,7 @@ from contextlib import contextmanager
 
 import pytest
 import torch
-from conftest import greedy_uncached, randomize
+from conftest import greedy_cached, greedy_uncached, randomize
 
 from steer_cli.data.encode import IGNORE_INDEX, collate_right_padded
 from steer_cli.engine.adapters import AdapterShape
@@ -81,15 +81,7 @@ def test_cached_generation_equals_recomputation(tiny, mode):
         for text in PROMPTS:
             ids = _ids(tokenizer, text)
             with prompt_span(model, [0], [ids.shape[1]]):
-                cached = model.generate(
-                    input_ids=ids,
-                    attention_mask=torch.ones_like(ids),
-                    max_new_tokens=8,
-                    min_new_tokens=8,
-                    do_sample=False,
-                    use_cache=True,
-                    pad_token_id=tokenizer.pad_token_id,
-                )[:, ids.shape[1] :]
+                cached = greedy_cached(model, tokenizer, ids, 8)
                 uncached = greedy_uncached(model, ids, 8, tokenizer.eos_token_id)
             assert torch.equal(cached, uncached), text
     finally:
