@@ -10,7 +10,7 @@ from conftest import greedy_cached, greedy_uncached, randomize
 from steer_cli.data.encode import IGNORE_INDEX, collate_right_padded
 from steer_cli.engine.adapters import AdapterShape
 from steer_cli.engine.attach import InterventionSpec, attach, prompt_span
-from steer_cli.engine.positions import position_mask
+from steer_cli.engine.positions import find_backbone, position_mask
 from steer_cli.engine.sites import find_decoder_layers
 from steer_cli.evaluate.generation import generate, left_pad
 from steer_cli.evaluate.scoring import score
@@ -241,3 +241,144 @@ def test_generated_mode_leaves_the_first_continuation_token_unsteered(tiny):
     finally:
         handle.detach()
     assert steered == base
+
+
+# -- where a forward's tokens sit: from the model call's public arguments, never guessed ---------
+
+
+def _cache_keyword(model) -> str:
+    """The keyword this transformers version's model call takes its KV cache under."""
+    import inspect
+
+    params = inspect.signature(find_backbone(model).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _returned_cache(output):
+    from transformers import Cache
+
+    (cache,) = [v for v in output.values() if isinstance(v, Cache)]
+    return cache
+
+
+@contextmanager
+def _hidden_cache(model, cache):
+    """A model call that uses ``cache`` without showing it (nor an attention mask) to steer: what a
+    transformers release that moved the cache somewhere steer does not look would look like."""
+    keyword = _cache_keyword(model)
+
+    def inject(module, args, kwargs):
+        kwargs = {k: v for k, v in kwargs.items() if k != "attention_mask"}
+        return args, {**kwargs, keyword: cache}
+
+    # Registered after attach(): runs after steer's hook has read the call's arguments.
+    handle = find_backbone(model).register_forward_pre_hook(inject, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _prefill(model, ids, end):
+    with prompt_span(model, [0], [end]), torch.no_grad():
+        return _returned_cache(model(input_ids=ids, use_cache=True))
+
+
+def test_a_decoding_step_with_a_hidden_cache_is_an_error(tiny):
+    model, tokenizer = tiny
+    ids = _ids(tokenizer, PROMPTS[0])
+    handle = _steered(model, "last_prompt")
+    try:
+        cache = _prefill(model, ids, ids.shape[1])
+        with (
+            _hidden_cache(model, cache),
+            prompt_span(model, [0], [ids.shape[1]]),
+            pytest.raises(RuntimeError, match=r"cannot tell where .* transformers \d"),
+            torch.no_grad(),
+        ):
+            model(input_ids=ids[:, -1:], use_cache=True)
+    finally:
+        handle.detach()
+
+
+def test_a_longer_forward_with_a_hidden_cache_is_caught_by_the_returned_cache(tiny):
+    """No signal and a forward as long as the prompt span: steer places it at column 0, and the
+    cache the model returns (3 + 4 columns, not 4) shows that was wrong."""
+    model, tokenizer = tiny
+    ids = _ids(tokenizer, PROMPTS[2])[:, :7]
+    handle = _steered(model, "prompt")
+    try:
+        cache = _prefill(model, ids[:, :3], 3)
+        with (
+            _hidden_cache(model, cache),
+            prompt_span(model, [0], [3]),
+            pytest.raises(RuntimeError, match=r"KV cache now holds 7: the call hid its cache"),
+            torch.no_grad(),
+        ):
+            model(input_ids=ids[:, 3:7], use_cache=True)
+    finally:
+        handle.detach()
+
+
+def test_disagreeing_cache_and_mask_are_an_error(tiny):
+    model, tokenizer = tiny
+    ids = _ids(tokenizer, PROMPTS[0])
+    n = ids.shape[1]
+    handle = _steered(model, "generated")
+    try:
+        cache = _prefill(model, ids, n)
+        wrong_mask = torch.ones(1, n + 2, dtype=torch.long)  # says n + 1 columns come before
+        with (
+            prompt_span(model, [0], [n]),
+            pytest.raises(RuntimeError, match=rf"KV cache's length says {n}.*says {n + 1}"),
+            torch.no_grad(),
+        ):
+            model(
+                input_ids=ids[:, -1:],
+                attention_mask=wrong_mask,
+                use_cache=True,
+                **{_cache_keyword(model): cache},
+            )
+    finally:
+        handle.detach()
+
+
+def test_decoder_layers_called_on_their_own_are_an_error(tiny):
+    model, tokenizer = tiny
+    ids = _ids(tokenizer, PROMPTS[0])
+    handle = _steered(model, "prompt")
+    try:
+        hidden = model.get_input_embeddings()(ids)
+        with (
+            prompt_span(model, [0], [ids.shape[1]]),
+            pytest.raises(RuntimeError, match="outside a call of the model"),
+            torch.no_grad(),
+        ):
+            find_decoder_layers(model)[0](hidden)
+    finally:
+        handle.detach()
+
+
+def test_a_full_cache_signal_places_decoding_steps_after_the_prompt(tiny):
+    """The public signals agree on a real cached step: the token sits at column n."""
+    model, tokenizer = tiny
+    ids = _ids(tokenizer, PROMPTS[0])
+    n = ids.shape[1]
+    handle = _steered(model, "generated")
+    try:
+        cache = _prefill(model, ids, n)
+        with (
+            prompt_span(model, [0], [n]),
+            handle.record_positions() as records,
+            torch.no_grad(),
+        ):
+            model(
+                input_ids=ids[:, -1:],
+                attention_mask=torch.ones(1, n + 1, dtype=torch.long),
+                use_cache=True,
+                **{_cache_keyword(model): cache},
+            )
+    finally:
+        handle.detach()
+    ((columns, mask),) = records
+    assert columns.tolist() == [n] and mask.tolist() == [[True]]

@@ -28,7 +28,7 @@ from torch import nn
 from steer_cli.atomic import atomic_write, write_json
 from steer_cli.engine.adapters import AdapterShape, build_adapter
 from steer_cli.engine.names import SITES, check_positions
-from steer_cli.engine.positions import position_mask
+from steer_cli.engine.positions import ForwardSignals, find_backbone, position_mask
 from steer_cli.engine.sites import (
     find_decoder_layers,
     head_geometry,
@@ -112,6 +112,7 @@ class Interventions(nn.Module):
         self._layers_ref: weakref.ref | None = None
         self._span: tuple[torch.Tensor, torch.Tensor] | None = None
         self._mask: torch.Tensor | None = None
+        self._forward: ForwardSignals | None = None  # the backbone call in progress
         self._recorder: list | None = None
         self._switch_at: int | None = None  # LoFiT: the step that ends stage 1
         self._generator = torch.Generator().manual_seed(seed)
@@ -135,11 +136,17 @@ class Interventions(nn.Module):
             )
         self._check_geometry(model)
         if self.spec.positions != "all":
-            # Layer 0 runs before every site of this forward: compute the token mask there,
-            # while the KV cache still holds only the earlier tokens.
-            self._handles.append(
-                layers[0].register_forward_pre_hook(self._track_columns, with_kwargs=True)
-            )
+            # Where this forward's tokens sit comes from the model call's own arguments (read
+            # before the forward, checked against the cache it returns); the token mask is
+            # computed at layer 0, which runs before every site.
+            backbone = find_backbone(model, layers)
+            self._handles += [
+                backbone.register_forward_pre_hook(self._enter_forward, with_kwargs=True),
+                backbone.register_forward_hook(
+                    self._leave_forward, with_kwargs=True, always_call=True
+                ),
+                layers[0].register_forward_pre_hook(self._track_columns, with_kwargs=True),
+            ]
         for i in self.layer_ids:
             adapter = self.adapters[str(i)]
             device = next(layers[i].parameters()).device
@@ -218,6 +225,14 @@ class Interventions(nn.Module):
         finally:
             self._recorder = previous
 
+    def _enter_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self._forward = ForwardSignals.read(args, kwargs) if self.enabled else None
+
+    def _leave_forward(self, module: nn.Module, args: tuple, kwargs: dict, output) -> None:
+        signals, self._forward = self._forward, None
+        if signals is not None and output is not None:
+            signals.check_after(output)
+
     def _track_columns(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self._mask = None
         if not self.enabled:
@@ -236,13 +251,12 @@ class Interventions(nn.Module):
                 f"the prompt span has {start.shape[0]} rows but the forward has {batch} "
                 "(beam search and num_return_sequences > 1 are not supported with positions)"
             )
-        cache_position = kwargs.get("cache_position")  # passed to layers by transformers 4.x
-        if cache_position is not None and cache_position.numel() == tokens:
-            columns = cache_position.to(device=hidden.device, dtype=torch.long).flatten()
-        else:  # transformers 5: the cache, before this forward's tokens are added to it
-            cache = kwargs.get("past_key_values", kwargs.get("past_key_value"))
-            offset = int(cache.get_seq_length()) if cache is not None else 0
-            columns = torch.arange(offset, offset + tokens, device=hidden.device)
+        if self._forward is None:
+            raise RuntimeError(
+                f"positions={self.spec.positions!r}: decoder layers ran outside a call of the "
+                "model, so steer cannot tell which columns their tokens are; call the model"
+            )
+        columns = self._forward.columns(tokens, span_end=int(end.max()), device=hidden.device)
         self._mask = position_mask(self.spec.positions, columns, start, end)
         if self._recorder is not None:
             self._recorder.append((columns.cpu(), self._mask.cpu()))
