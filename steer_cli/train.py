@@ -12,7 +12,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -103,6 +103,121 @@ def plan_steps(n_examples: int, cfg: TrainSection) -> int:
     return max(1, math.ceil(batches_per_epoch(n_examples, cfg.batch_size) * cfg.epochs))
 
 
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Every draw from torch's global RNG inside (peft's LoRA dropout, a model's own dropout)
+    follows ``seed``, and the caller's RNG state is restored afterwards: the same recipe gives
+    the same bytes whatever ran before it in the process (sweep trials in any order)."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@dataclass
+class _Loop:
+    """What every optimizer step needs: built once by :func:`train_loop`."""
+
+    model: nn.Module
+    wrapped: nn.Module
+    accelerator: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    params: list[nn.Parameter]
+    cfg: TrainSection
+    pad_id: int
+    batch_context: Callable
+    penalty: Callable | None
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    def step(self, step: int, batch: list[dict]) -> tuple[float, int, int, int]:
+        """One optimizer step over ``batch`` (this process's share, in micro-batches).
+
+        Returns the effective batch's mean loss per supervised token, its supervised token
+        count, and this process's non-pad and padded token counts.
+        """
+        world, rank = self.world, self.accelerator.process_index
+        # Next-token targets are labels[1:]; count them over the whole effective batch.
+        supervised = sum(sum(t != IGNORE_INDEX for t in r["labels"][1:]) for r in batch)
+        local = batch[rank::world]
+        micro = self.cfg.micro_batch_size or self.cfg.batch_size
+        chunks = [local[i : i + micro] for i in range(0, len(local), micro)]
+        loss_sum = 0.0
+        tokens = padded = 0
+        for k, chunk in enumerate(chunks):
+            collated = collate_right_padded(chunk, self.pad_id)
+            inputs = {
+                key: collated[key].to(self.accelerator.device)
+                for key in ("input_ids", "attention_mask")
+            }
+            labels = collated["labels"].to(self.accelerator.device)
+            tokens += int(inputs["attention_mask"].sum())
+            padded += inputs["attention_mask"].numel()
+            sync = k == len(chunks) - 1
+            with (
+                nullcontext() if sync else self.accelerator.no_sync(self.wrapped),
+                self.batch_context(collated),
+            ):
+                # Only positions that predict a supervised token need the vocabulary head:
+                # skip the prompt before the shortest prompt (a large saving for short answers).
+                first = max(0, int(collated["prompt_lengths"].min()) - 1)
+                width = inputs["input_ids"].shape[1]
+                logits = self.wrapped(**inputs, **_keep_logits(self.model, width - first)).logits
+                first = width - logits.shape[1]  # the model may have ignored logits_to_keep
+                token_losses = nn.functional.cross_entropy(
+                    logits[:, :-1].flatten(0, 1).float(),
+                    labels[:, first + 1 :].flatten(),
+                    ignore_index=IGNORE_INDEX,
+                    reduction="sum",
+                )
+                # DDP averages gradients over processes: scale so the result is the global mean.
+                loss = token_losses * world / supervised
+                if self.penalty is not None and k == 0:
+                    penalty = self.penalty(step)
+                    if penalty is not None:
+                        loss = loss + penalty
+                self.accelerator.backward(loss)
+            loss_sum += float(token_losses.detach())
+        if self.cfg.max_grad_norm:
+            self.accelerator.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum / supervised * world, supervised, tokens, padded
+
+
+def _trained_params(model: nn.Module, trainable: Parts | None) -> list[nn.Parameter]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if trainable is not None:
+        seen = {id(p) for p in params}
+        params += [p for p in trainable.parameters() if p.requires_grad and id(p) not in seen]
+    if not params:
+        raise ValueError("nothing to train: no parameter requires grad")
+    return params
+
+
+def _optimizer(trainable: Parts | None, params: list, cfg: TrainSection, total: int):
+    """AdamW over the parts' groups (every trained parameter in one), and the LR schedule."""
+    from transformers import get_scheduler
+
+    groups_of = getattr(trainable, "param_groups", None)
+    groups = groups_of(cfg.lr) if groups_of else [{"params": params}]
+    grouped = {id(p) for g in groups for p in g["params"]}
+    if missed := [p for p in params if id(p) not in grouped]:
+        groups.append({"params": missed})  # e.g. model weights left trainable beside adapters
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = get_scheduler(
+        cfg.scheduler,
+        optimizer,
+        num_warmup_steps=round(cfg.warmup_ratio * total),
+        num_training_steps=total,
+    )
+    return optimizer, scheduler
+
+
 def train_loop(
     model: nn.Module,
     trainable: Parts | None,
@@ -117,118 +232,70 @@ def train_loop(
 
     The loss is the mean over the supervised (answer + EOS) tokens of the whole effective batch,
     however it is split into micro-batches or processes. Batches group similar lengths
-    (:mod:`steer_cli.data.batching`; ``mega_batches=0``: plain seeded shuffling).
+    (:mod:`steer_cli.data.batching`; ``mega_batches=0``: plain seeded shuffling). ``cfg.seed``
+    seeds the data order and every random draw of the steps (dropout), process by process.
     """
     from accelerate import Accelerator
-    from transformers import get_scheduler
 
     device = next(model.parameters()).device
     accelerator = Accelerator(cpu=device.type == "cpu")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if trainable is not None:
-        seen = {id(p) for p in params}
-        params += [p for p in trainable.parameters() if p.requires_grad and id(p) not in seen]
-    if not params:
-        raise ValueError("nothing to train: no parameter requires grad")
+    params = _trained_params(model, trainable)
     total = plan_steps(len(rows), cfg)
-    groups_of = getattr(trainable, "param_groups", None)
-    groups = groups_of(cfg.lr) if groups_of else [{"params": params}]
-    grouped = {id(p) for g in groups for p in g["params"]}
-    if missed := [p for p in params if id(p) not in grouped]:
-        groups.append({"params": missed})  # e.g. model weights left trainable beside adapters
-    penalty_of = getattr(trainable, "penalty", None)
-    after_step = getattr(trainable, "after_step", None)
-    begin_training = getattr(trainable, "begin_training", None)
-    begin_epoch = getattr(trainable, "begin_epoch", None)
-    per_epoch = max(1, batches_per_epoch(len(rows), cfg.batch_size))
-    batch_context = getattr(trainable, "batch_context", None) or (lambda batch: nullcontext())
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = get_scheduler(
-        cfg.scheduler,
-        optimizer,
-        num_warmup_steps=round(cfg.warmup_ratio * total),
-        num_training_steps=total,
-    )
+    optimizer, scheduler = _optimizer(trainable, params, cfg, total)
     wrapped, optimizer = accelerator.prepare(_Trainable(model, trainable), optimizer)
-    micro = cfg.micro_batch_size or cfg.batch_size
-    world, rank = accelerator.num_processes, accelerator.process_index
+    loop = _Loop(
+        model=model,
+        wrapped=wrapped,
+        accelerator=accelerator,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        params=params,
+        cfg=cfg,
+        pad_id=pad_id,
+        batch_context=getattr(trainable, "batch_context", None) or (lambda batch: nullcontext()),
+        penalty=getattr(trainable, "penalty", None),
+    )
     order = batch_stream(
         [len(r["input_ids"]) for r in rows],
         cfg.batch_size,
         seed=cfg.seed,
         mega_batches=mega_batches,
-        min_last=world,  # every process gets an example of every batch
+        min_last=loop.world,  # every process gets an example of every batch
     )
-
-    if begin_training is not None:
+    after_step = getattr(trainable, "after_step", None)
+    begin_epoch = getattr(trainable, "begin_epoch", None)
+    per_epoch = max(1, batches_per_epoch(len(rows), cfg.batch_size))
+    if (begin_training := getattr(trainable, "begin_training", None)) is not None:
         begin_training(total)
     wrapped.train()
     start = time.perf_counter()
     tokens_total = supervised_total = padded_total = 0
     loss_value = float("nan")
-    for step in range(1, total + 1):
-        step_start = time.perf_counter()
-        if begin_epoch is not None and (step - 1) % per_epoch == 0:
-            begin_epoch((step - 1) // per_epoch + 1)
-        batch = [rows[i] for i in next(order)]
-        # Next-token targets are labels[1:]; count them over the whole effective batch.
-        supervised = sum(sum(t != IGNORE_INDEX for t in r["labels"][1:]) for r in batch)
-        local = batch[rank::world]
-        chunks = [local[i : i + micro] for i in range(0, len(local), micro)]
-        loss_sum = 0.0
-        step_tokens = 0
-        for k, chunk in enumerate(chunks):
-            batch = collate_right_padded(chunk, pad_id)
-            inputs = {
-                k2: batch[k2].to(accelerator.device) for k2 in ("input_ids", "attention_mask")
-            }
-            labels = batch["labels"].to(accelerator.device)
-            step_tokens += int(inputs["attention_mask"].sum())
-            padded_total += inputs["attention_mask"].numel()
-            sync = k == len(chunks) - 1
-            with nullcontext() if sync else accelerator.no_sync(wrapped), batch_context(batch):
-                # Only positions that predict a supervised token need the vocabulary head:
-                # skip the prompt before the shortest prompt (a large saving for short answers).
-                first = max(0, int(batch["prompt_lengths"].min()) - 1)
-                width = inputs["input_ids"].shape[1]
-                logits = wrapped(**inputs, **_keep_logits(model, width - first)).logits
-                first = width - logits.shape[1]  # the model may have ignored logits_to_keep
-                token_losses = nn.functional.cross_entropy(
-                    logits[:, :-1].flatten(0, 1).float(),
-                    labels[:, first + 1 :].flatten(),
-                    ignore_index=IGNORE_INDEX,
-                    reduction="sum",
+    with seeded(cfg.seed + accelerator.process_index, accelerator.device):
+        for step in range(1, total + 1):
+            step_start = time.perf_counter()
+            if begin_epoch is not None and (step - 1) % per_epoch == 0:
+                begin_epoch((step - 1) // per_epoch + 1)
+            batch = [rows[i] for i in next(order)]
+            loss_value, supervised, step_tokens, padded = loop.step(step, batch)
+            if after_step is not None:
+                after_step(step)
+            tokens_total += step_tokens
+            supervised_total += supervised
+            padded_total += padded
+            if on_step:
+                lrs = scheduler.get_last_lr()
+                on_step(
+                    StepStats(
+                        step=step,
+                        total_steps=total,
+                        loss=loss_value,
+                        lr=lrs[0],
+                        group_lrs=lrs if len(set(lrs)) > 1 else None,
+                        tokens=step_tokens,
+                        seconds=time.perf_counter() - step_start,
+                    )
                 )
-                # DDP averages gradients over processes: scale so the result is the global mean.
-                loss = token_losses * world / supervised
-                if penalty_of is not None and k == 0:
-                    penalty = penalty_of(step)
-                    if penalty is not None:
-                        loss = loss + penalty
-                accelerator.backward(loss)
-            loss_sum += float(token_losses.detach())
-        if cfg.max_grad_norm:
-            accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if after_step is not None:
-            after_step(step)
-        loss_value = loss_sum / supervised * world
-        tokens_total += step_tokens
-        supervised_total += supervised
-        if on_step:
-            on_step(
-                StepStats(
-                    step=step,
-                    total_steps=total,
-                    loss=loss_value,
-                    lr=scheduler.get_last_lr()[0],
-                    group_lrs=lrs if len(set(lrs := scheduler.get_last_lr())) > 1 else None,
-                    tokens=step_tokens,
-                    seconds=time.perf_counter() - step_start,
-                )
-            )
     wrapped.eval()
     return LoopSummary(
         steps=total,
