@@ -1,4 +1,4 @@
-"""steer compare: grouping, statistics, baselines, the paper's numbers, formats, problems."""
+"""steer compare: reading runs (test scores only), grouping, statistics, formats, problems."""
 
 import csv
 import io
@@ -7,73 +7,24 @@ import statistics
 from pathlib import Path
 
 import pytest
-import yaml
+from compare_dirs import SWEEP, compare_json, sample_runs, swept, write_run
 from typer.testing import CliRunner
 
 from steer_cli.cli import app
 from steer_cli.compare import build_rows, find_runs, method_label, render
 
 runner = CliRunner()
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _run(root, name, *, model, task, method, seed, accuracy, rank=8, percent=0.04):
-    d = root / name
-    d.mkdir(parents=True)
-    config = {
-        "method": method,
-        "model": {"name": model},
-        "adapter": {"parameterization": "lowrank", "rank": rank, "activation": "none"},
-        "data": {"task": task},
-        "train": {"seed": seed},
-    }
-    (d / "config.yaml").write_text(yaml.safe_dump(config))
-    results = {
-        "method": method,
-        "model": model,
-        "task": task,
-        "eval": {"after": {"accuracy": accuracy, "correct": 0, "total": 100}},
-        "trainable_percent": percent,
-    }
-    (d / "results.json").write_text(json.dumps(results))
-    return d
 
 
 @pytest.fixture
 def runs(tmp_path):
-    model = "meta-llama/Llama-3.2-1B"
-    for seed, acc in zip((1, 2, 3), (0.60, 0.62, 0.67), strict=True):
-        _run(
-            tmp_path / "sweep",
-            f"pb-{seed}",
-            model=model,
-            task="listops",
-            method="postblock",
-            seed=seed,
-            accuracy=acc,
-        )
-    _run(
-        tmp_path,
-        "sft",
-        model=model,
-        task="listops",
-        method="sft",
-        seed=1,
-        accuracy=0.66,
-        percent=100.0,
-    )
-    _run(
-        tmp_path, "r1", model=model, task="boolq", method="postblock", seed=1, accuracy=0.8, rank=1
-    )
-    (tmp_path / "broken").mkdir()
-    (tmp_path / "broken" / "config.yaml").write_text("method: postblock\n")
-    (tmp_path / ".next.partial-123").mkdir()
-    return tmp_path
+    return sample_runs(tmp_path)
 
 
 def test_groups_seeds_with_mean_and_std(runs):
     records = find_runs([runs])
-    columns, rows = build_rows(records)
+    comparison = build_rows(records)
+    columns, rows = comparison.columns, comparison.rows
     assert columns == ["boolq", "listops"]
     by = {(r.model, r.method): r for r in rows}
     cell = by[("Llama-3.2-1B", "postblock")].cells["listops"]
@@ -90,37 +41,21 @@ def test_incomplete_runs_are_listed_not_dropped(runs):
         "broken": "no results.json",
         ".next.partial-123": "interrupted or still running",
     }
-    text = render(*build_rows(records), records, "markdown", "t")
+    text = render(build_rows(records), records, "markdown", "t")
     assert "broken" in text and "no results.json" in text
 
 
 def test_baseline_deltas(runs):
-    _, rows = build_rows(find_runs([runs]), baseline="sft")
+    rows = build_rows(find_runs([runs]), baseline="sft").rows
     postblock = next(r for r in rows if r.method == "postblock")
     assert postblock.cells["listops"].delta == pytest.approx(statistics.fmean([60, 62, 67]) - 66)
     assert next(r for r in rows if r.method == "sft").cells["listops"].delta is None
 
 
-def test_paper_rows_sit_beside_matching_runs(runs):
-    _, rows = build_rows(find_runs([runs]), paper="table1")
-    sources = [(r.method, r.source) for r in rows]
-    i = sources.index(("postblock", "runs"))
-    assert sources[i + 1] == ("postblock", "paper")
-    paper = rows[i + 1]
-    assert paper.cells["listops"].mean == 65.4 and paper.params == 0.04
-    assert ("postblock r=1", "paper") not in sources  # r=1 is Table 2, not Table 1
-
-
-def test_paper_alone_prints_the_published_table():
-    columns, rows = build_rows([], paper="table2")
-    assert len(columns) == 6 and {r.source for r in rows} == {"paper"}
-    assert {r.method for r in rows} == {"lofit", "jola", "postblock-vector", "postblock r=1"}
-
-
 @pytest.mark.parametrize("fmt", ["markdown", "csv", "latex", "json"])
 def test_formats(runs, fmt):
     records = find_runs([runs])
-    text = render(*build_rows(records, paper="table1"), records, fmt, "title")
+    text = render(build_rows(records, paper="table1"), records, fmt, "title")
     if fmt == "json":
         payload = json.loads(text)
         assert {row["source"] for row in payload["rows"]} == {"runs", "paper"}
@@ -132,23 +67,7 @@ def test_formats(runs, fmt):
     elif fmt == "latex":
         assert text.startswith("\\begin{tabular}") and "$\\pm$" in text
     else:
-        assert "| postblock (paper) |" in text
-
-
-def test_lora_rank_variant_and_paper_fallback(tmp_path):
-    model = "meta-llama/Llama-3.2-1B"
-    d = _run(tmp_path, "l16", model=model, task="gsm8k", method="lora", seed=1, accuracy=0.3)
-    config = yaml.safe_load((d / "config.yaml").read_text())
-    config["lora"] = {"rank": 16}
-    (d / "config.yaml").write_text(yaml.safe_dump(config))
-    _run(
-        tmp_path, "r6", model=model, task="gsm8k", method="postblock", seed=1, accuracy=0.3, rank=6
-    )
-    _, rows = build_rows(find_runs([tmp_path]), paper="table4")
-    pairs = [(r.method, r.source, r.cells["gsm8k"].mean) for r in rows]
-    assert ("lora r=16", "paper", 31.2) in pairs  # the exact variant
-    assert ("postblock", "paper", 31.3) in pairs  # r=6 falls back to the method's row
-    assert ("postblock r=6", "runs", 30.0) in pairs
+        assert "| paper: Ours, n=5 |" in text
 
 
 def test_method_label_variants():
@@ -186,6 +105,7 @@ def test_cli_and_plot(runs, tmp_path):
     [
         (["--paper", "table9"], "unknown published table"),
         (["-f", "xml", "--paper", "table1"], "unknown format"),
+        (["--json", "-f", "csv", "--paper", "table1"], "two formats"),
         ([], "nothing to compare"),
         (["/nonexistent/dir"], "no such directory"),
     ],
@@ -210,11 +130,13 @@ def test_unknown_baseline(runs):
 
 def test_alpaca_runs_are_scored_by_their_judged_lc_win_rate(tmp_path):
     model = "meta-llama/Llama-3.1-8B"
-    judged = _run(tmp_path, "judged", model=model, task="alpaca", method="sft", seed=1, accuracy=0)
+    judged = write_run(
+        tmp_path, "judged", model=model, task="alpaca", method="sft", seed=1, accuracy=0
+    )
     (judged / "eval" / "alpaca").mkdir(parents=True)
     summary = {"length_controlled_winrate": 12.5, "win_rate": 10.0}
     (judged / "eval" / "alpaca" / "summary.json").write_text(json.dumps(summary))
-    _run(tmp_path, "unjudged", model=model, task="alpaca", method="lora", seed=1, accuracy=0)
+    write_run(tmp_path, "unjudged", model=model, task="alpaca", method="lora", seed=1, accuracy=0)
 
     result = runner.invoke(app, ["compare", str(tmp_path), "--format", "json"])
     assert result.exit_code == 0, result.output
@@ -226,37 +148,39 @@ def test_alpaca_runs_are_scored_by_their_judged_lc_win_rate(tmp_path):
     assert "--instructions" in problem["reason"]
 
 
-def test_table3_runs_meet_their_own_paper_rows(tmp_path):
-    """Each Table 3 recipe, trained and judged, sits beside its own published row: the
-    nonlinear adapter beside 'Ours nonlinear', the 4-layer ReFT beside 'ReFT 4 layers'."""
-    from steer_cli.published import PUBLISHED
-    from steer_cli.recipe import load_recipe
+def test_a_sweeps_validation_trials_stay_out_of_the_test_mean(tmp_path):
+    out = swept(tmp_path)
+    tests = [100 * SWEEP["seed-42"], 100 * SWEEP["seed-43"]]
+    [row] = compare_json(str(out))["rows"]
+    cell = row["cells"]["boolq"]
+    assert cell["n"] == 2
+    assert cell["mean"] == pytest.approx(statistics.fmean(tests))
+    assert cell["std"] == pytest.approx(statistics.stdev(tests))
+    held = compare_json(str(out))["held_out"]
+    assert sorted(Path(r["path"]).name for r in held) == ["lr-0.001", "lr-0.01"]
+    assert {r["split"] for r in held} == {"validation"}
 
-    recipes = sorted((ROOT / "recipes" / "paper" / "table3").rglob("*.yaml"))
-    assert len(recipes) == 6
-    for i, path in enumerate(recipes):
-        d = tmp_path / path.stem
-        (d / "eval" / "alpaca").mkdir(parents=True)
-        config = load_recipe(path, []).model_dump(mode="json")
-        (d / "config.yaml").write_text(yaml.safe_dump(config))
-        results = {"eval": {"after": {"accuracy": 0.0}}, "trainable_percent": 0.02}
-        (d / "results.json").write_text(json.dumps(results))
-        summary = {"length_controlled_winrate": float(i)}
-        (d / "eval" / "alpaca" / "summary.json").write_text(json.dumps(summary))
+    result = runner.invoke(app, ["compare", str(out)])
+    assert result.exit_code == 0, result.output
+    expected = f"{statistics.fmean(tests):.1f} ± {statistics.stdev(tests):.1f}"
+    assert expected in result.output
+    assert "held-out" in result.output and "validation split" in result.output
 
-    _, rows = build_rows(find_runs([tmp_path]), paper="table3")
-    published = PUBLISHED["table3"]["models"]["Llama-3.1-8B"]
-    beside = {
-        ours.method: paper.method
-        for ours, paper in zip(rows, rows[1:], strict=False)
-        if ours.source == "runs" and paper.source == "paper"
-    }
-    assert beside == {
-        "sft": "sft",
-        "postblock r=6 act=silu": "postblock act=silu",
-        "postblock r=6": "postblock",
-        "lora r=16": "lora r=16",
-        "reft r=6": "reft",
-        "reft r=4 layers=4": "reft layers=4",
-    }
-    assert set(beside.values()) == set(published)
+
+def test_a_validation_trial_outside_its_sweep_is_still_no_test_score(tmp_path):
+    """Its recipe says so (data.splits.test is the validation plan), whatever its folder."""
+    out = swept(tmp_path)
+    moved = tmp_path / "copied" / "best-trial"
+    moved.parent.mkdir()
+    (out / "lr-0.01").rename(moved)
+    result = runner.invoke(app, ["compare", str(moved.parent)])
+    assert result.exit_code == 1
+    assert "no finished test runs" in result.output and "validation split" in result.output
+
+
+def test_json_flag_is_format_json(runs):
+    flag = runner.invoke(app, ["compare", str(runs), "--json"])
+    option = runner.invoke(app, ["compare", str(runs), "-f", "json"])
+    assert flag.exit_code == option.exit_code == 0
+    assert json.loads(flag.stdout) == json.loads(option.stdout)
+    assert json.loads(flag.stdout)["columns"] == ["boolq", "listops"]

@@ -44,12 +44,12 @@ TABLE3 = [rel for rel in FILES if rel.startswith("table3/")]
 
 
 def test_every_cell_is_there() -> None:
-    # Tables 1 and 2: 4 models x 6 tasks x 4 methods; Table 3: Llama-3.1-8B's 6 rows;
+    # Tables 1 and 2: 4 models x 6 tasks x 4 methods; Table 3: Llama-3.1-8B's 7 rows;
     # Table 4: 3 models x 3 tasks x 6 methods.
-    assert len(FILES) == 96 + 96 + 6 + 54
+    assert len(FILES) == 96 + 96 + 7 + 54
     assert {rel.rsplit("/", 1)[1] for rel in TABLE3} == {
         f"{m}.yaml"
-        for m in ("sft", "postblock-silu", "postblock", "lora-r16", "reft", "reft-4layers")
+        for m in ("sft", "postblock-silu", "postblock", "lora-r16", "lora", "reft", "reft-4layers")
     }
     assert {rel.rsplit("/", 1)[1] for rel in FILES if rel.startswith("table4/")} == {
         f"{m}.yaml" for m in ("sft", "lora", "lora-r16", "postblock", "joint", "joint-orth")
@@ -81,7 +81,7 @@ def test_recipe_is_the_papers_setting(rel: str) -> None:
     if stem == "lora-r16":
         assert recipe.lora.rank == 16
     if table == "table1" and recipe.method in ("postblock", "reft"):
-        assert recipe.adapter.rank == GEN.T1_RANK[key]
+        assert recipe.adapter.rank == GEN.T1_RANK == 8  # appendix F.2, at both model sizes
         assert recipe.adapter.activation == "none"
 
 
@@ -100,6 +100,7 @@ def test_table3_recipe_is_section_6_2s_setting(rel: str) -> None:
         "postblock-silu": ("postblock", "silu"),
         "postblock": ("postblock", "none"),
         "lora-r16": ("lora", None),
+        "lora": ("lora", None),
         "reft": ("reft", None),
         "reft-4layers": ("reft", None),
     }[stem]
@@ -107,13 +108,44 @@ def test_table3_recipe_is_section_6_2s_setting(rel: str) -> None:
     if recipe.method == "postblock":
         assert recipe.adapter.activation == expected[1]
         assert (recipe.adapter.rank, recipe.adapter.layers) == (GEN.T3_RANK, "all")
-    if stem == "lora-r16":
-        assert recipe.lora.rank == 16
+    if recipe.method == "lora":
+        assert recipe.lora.rank == (16 if stem == "lora-r16" else 8)
     if stem == "reft":  # parameter-matched: the same rank as Ours, every layer
         assert (recipe.adapter.rank, recipe.adapter.layers) == (GEN.T3_RANK, "all")
     if stem == "reft-4layers":  # pyreft's published instruction-following configuration
-        assert recipe.adapter.layers == [3, 9, 18, 24] and recipe.adapter.rank == 4
+        assert recipe.adapter.layers == [3, 9, 18, 24] and recipe.adapter.rank == GEN.T3_REFT4_RANK
         assert recipe.adapter.positions == "f5+l5" and recipe.train.lr == 9e-4
+
+
+@pytest.mark.parametrize("table", ["table1", "table2", "table3", "table4"])
+def test_recipes_are_their_paper_rows_variant_at_its_params(table: str) -> None:
+    """Each recipe meets its own row in `steer compare --paper` as the same variant (rank,
+    activation, layers), and its trainable share prints as the row's Params cell."""
+    from steer_cli.compare.paper import match
+    from steer_cli.compare.rows import Cell, Row
+    from steer_cli.compare.runs import task_key, variant_label, variant_of
+    from steer_cli.published import PUBLISHED
+
+    budgets = GEN.budgets
+    checked = 0
+    for rel in (r for r in FILES if r.startswith(f"{table}/")):
+        _, key, task, stem = rel.removesuffix(".yaml").split("/")
+        config = load_recipe(PAPER / rel).resolved()
+        variant = variant_of(config)
+        row = Row(config["model"]["name"], variant_label(variant), "runs", None, variant=variant)
+        row.cells = {task_key(task): Cell(0.0)}
+        entry, differs, missing = match(row, PUBLISHED[table])
+        assert entry is not None, (rel, missing)
+        assert differs == [], (rel, entry.name, differs)
+        count = budgets.recipe_params(GEN.MODELS[key], config)
+        if count is None or entry.params is None:
+            continue
+        if (table, key, config["method"]) in budgets.PARAMS_EXCEPTIONS:
+            continue
+        share = budgets.percent(GEN.MODELS[key], count)
+        assert budgets.prints_as(share, entry.params), (rel, f"{share:.4f}%", entry.params)
+        checked += 1
+    assert checked >= {"table1": 60, "table2": 24, "table3": 6, "table4": 0}[table]
 
 
 def _tiny_overrides(rel: str) -> list[str]:

@@ -1,0 +1,251 @@
+"""``steer compare``'s output: a rich table, markdown, csv, latex or json, and a bar chart.
+
+Numbers keep the paper's precision (Table 3's win rates: 2 decimals). A paper row of another
+variant than the run above it has every cell marked ``*``; "avg" names its tasks when it does
+not average all the columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+from steer_cli.compare.paper import match_key
+from steer_cli.compare.rows import Cell, Comparison, Row
+from steer_cli.compare.runs import HELD_OUT, Record
+from steer_cli.errors import SteerError
+
+FORMATS = ("table", "markdown", "csv", "latex", "json")
+TASK_TITLES = {
+    "boolq": "BoolQ",
+    "winogrande": "WinoG",
+    "arc_challenge": "ARC-C",
+    "gsm8k": "GSM8K",
+    "aqua": "AQuA",
+    "listops": "ListOps",
+    "alpaca": "Alpaca",
+}
+MARK = "*"  # a paper cell of another variant than the run it sits beside
+
+
+def _cell_text(cell: Cell | None, places: int, pm: str = "±", mark: str = "") -> str:
+    if cell is None:
+        return "-"
+    text = f"{cell.mean:.{places}f}"
+    if cell.std is not None and (cell.n or 0) > 1:
+        text += f" {pm} {cell.std:.{places}f}"
+    if cell.se is not None:
+        text += f" (SE {cell.se:.{places}f})"
+    if cell.delta is not None:
+        text += f" ({cell.delta:+.{places}f})"
+    return text + mark
+
+
+def _params_text(row: Row) -> str:
+    if row.params_text is not None:  # the paper's, as printed
+        return row.params_text
+    if row.params is None:
+        return "-"
+    return f"{row.params:.3f}%" if row.params < 1 else f"{row.params:.2f}%"
+
+
+def _method_text(row: Row) -> str:
+    if row.source == "runs":
+        return row.method
+    runs = {cell.n for cell in row.cells.values()}
+    count = f", n={runs.pop()}" if len(runs) == 1 and None not in runs else ""
+    return f"paper: {row.name}{count}" + ("" if row.same_variant else f" {MARK}")
+
+
+def averaged_tasks(row: Row, columns: list[str]) -> list[str]:
+    tasks = row.cells if row.average_tasks is None else row.average_tasks
+    return [t for t in columns if t in tasks]
+
+
+def _average_text(row: Row, comparison: Comparison, mark: str) -> str:
+    average = row.average
+    if average is None:
+        return "-"
+    tasks = averaged_tasks(row, comparison.columns)
+    places = max(comparison.places(t) for t in tasks)
+    text = f"{average:.{places}f}{mark}"
+    if len(tasks) < len(comparison.columns):  # say what it averages
+        text += f" ({', '.join(TASK_TITLES.get(t, t) for t in tasks)})"
+    return text
+
+
+def _text_rows(comparison: Comparison, pm: str = "±") -> list[list[str]]:
+    out = []
+    for row in comparison.rows:
+        mark = "" if row.same_variant else MARK
+        out.append(
+            [row.model, _method_text(row), _params_text(row)]
+            + [
+                _cell_text(row.cells.get(t), comparison.places(t), pm, mark)
+                for t in comparison.columns
+            ]
+            + [_average_text(row, comparison, mark)]
+        )
+    return out
+
+
+def _headers(columns: list[str]) -> list[str]:
+    return ["model", "method", "params"] + [TASK_TITLES.get(t, t) for t in columns] + ["avg"]
+
+
+def notes(comparison: Comparison, records: list[Record]) -> list[tuple[str, str]]:
+    """``(kind, line)`` for everything printed under the table: marks, unmatched runs,
+    held-out (validation) trials, and runs that could not be read."""
+    out = [("mark" if line.startswith(MARK) else "note", line) for line in comparison.notes]
+    out += [("held-out", f"{r.status}: {r.path} ({r.reason})") for r in records if _held(r)]
+    out += [("problem", f"{r.status}: {r.path} ({r.reason})") for r in _problems(records)]
+    return out
+
+
+def _held(record: Record) -> bool:
+    return record.status == HELD_OUT
+
+
+def _problems(records: list[Record]) -> list[Record]:
+    return [r for r in records if r.status not in ("ok", HELD_OUT)]
+
+
+_STYLES = {"mark": "dim", "note": "yellow", "held-out": "dim", "problem": "yellow"}
+
+
+def render(comparison: Comparison, records: list[Record], fmt: str, title: str):
+    """A rich renderable for ``table``; a string for every other format."""
+    if fmt == "table":
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(title=title)
+        for i, header in enumerate(_headers(comparison.columns)):
+            table.add_column(header, justify="left" if i < 2 else "right")
+        for row, cells in zip(comparison.rows, _text_rows(comparison), strict=True):
+            table.add_row(*cells, style="dim" if row.source == "paper" else None)
+        lines = [Text(line, style=_STYLES[kind]) for kind, line in notes(comparison, records)]
+        return Group(table, *lines)
+    if fmt == "json":
+        return _json(comparison, records)
+    if fmt == "csv":
+        return _csv(comparison)
+    if fmt == "markdown":
+        columns = comparison.columns
+        lines = ["| " + " | ".join(_headers(columns)) + " |"]
+        lines.append("|" + "---|" * 2 + "---:|" * (len(columns) + 2))
+        lines += ["| " + " | ".join(cells) + " |" for cells in _text_rows(comparison)]
+        extra = notes(comparison, records)
+        if extra:
+            lines += ["", *(f"- {line}" for _, line in extra)]
+        return "\n".join(lines) + "\n"
+    if fmt == "latex":
+        spec = "ll" + "r" * (len(comparison.columns) + 2)
+        lines = [f"\\begin{{tabular}}{{{spec}}}", "\\toprule"]
+        lines.append(" & ".join(_headers(comparison.columns)) + " \\\\")
+        lines.append("\\midrule")
+        for cells in _text_rows(comparison, pm="$\\pm$"):
+            escaped = [c.replace("%", "\\%").replace("_", "\\_") for c in cells]
+            lines.append(" & ".join(escaped) + " \\\\")
+        lines += ["\\bottomrule", "\\end{tabular}"]
+        return "\n".join(lines) + "\n"
+    raise SteerError(f"unknown format {fmt!r}", f"choose from {', '.join(FORMATS)}")
+
+
+def _json(comparison: Comparison, records: list[Record]) -> str:
+    rows = []
+    for row in comparison.rows:
+        data = {k: v for k, v in asdict(row).items() if k != "cells"}
+        data |= {
+            "average": row.average,
+            "average_tasks": averaged_tasks(row, comparison.columns),
+            "same_variant": row.same_variant,
+            "cells": {t: asdict(c) for t, c in row.cells.items()},
+        }
+        rows.append(data)
+    payload = {
+        "columns": comparison.columns,
+        "decimals": {t: comparison.places(t) for t in comparison.columns},
+        "rows": rows,
+        "notes": comparison.notes,
+        "held_out": [asdict(r) for r in records if _held(r)],
+        "problems": [asdict(r) for r in _problems(records)],
+    }
+    return json.dumps(payload, indent=2)
+
+
+def _csv(comparison: Comparison) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    suffixes = ("", "_std", "_n", "_delta", "_se")
+    writer.writerow(
+        ["model", "method", "source", "paper_name", "same_variant", "params"]
+        + [f"{t}{suffix}" for t in comparison.columns for suffix in suffixes]
+        + ["average", "average_tasks"]
+    )
+    for row in comparison.rows:
+        values: list = []
+        for t in comparison.columns:
+            c = row.cells.get(t)
+            n = "" if c is None or c.n is None else c.n
+            values += [_num(c and c.mean), _num(c and c.std), n, _num(c and c.delta)]
+            values.append(_num(c and c.se))
+        writer.writerow(
+            [row.model, row.method, row.source, row.name, row.same_variant, _num(row.params)]
+            + values
+            + [_num(row.average), " ".join(averaged_tasks(row, comparison.columns))]
+        )
+    return buffer.getvalue()
+
+
+def _num(value: float | None) -> str:
+    return (
+        "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
+    )
+
+
+def plot(comparison: Comparison, path: Path) -> None:
+    """Grouped bars: one panel per model, tasks on the x axis, one bar per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from steer_cli.atomic import atomic_write
+
+    columns, rows = comparison.columns, comparison.rows
+    panels: dict[str, list[Row]] = {}  # a run's model and the paper's spelling of it: one panel
+    for row in rows:
+        panels.setdefault(match_key(row.model), []).append(row)
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(max(6, 1.6 * len(columns) + 2), 3.2 * len(panels)), squeeze=False
+    )
+    for ax, model_rows in zip(axes[:, 0], panels.values(), strict=True):
+        model = model_rows[0].model
+        width = 0.8 / max(1, len(model_rows))
+        for i, row in enumerate(model_rows):
+            xs = [j + i * width for j in range(len(columns))]
+            means = [row.cells[t].mean if t in row.cells else 0.0 for t in columns]
+            errs = [(row.cells[t].std or 0.0) if t in row.cells else 0.0 for t in columns]
+            ax.bar(
+                xs,
+                means,
+                width,
+                yerr=errs,
+                label=_method_text(row),
+                hatch="//" if row.source == "paper" else None,
+                alpha=0.6 if row.source == "paper" else 1.0,
+            )
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(columns))])
+        ax.set_xticklabels([TASK_TITLES.get(t, t) for t in columns])
+        ax.set_ylabel("score (%)")
+        ax.set_title(model)
+        ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format=path.suffix.lstrip(".") or "png", dpi=120))
+    plt.close(fig)

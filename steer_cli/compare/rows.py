@@ -1,0 +1,59 @@
+"""The table ``steer compare`` builds: cells, rows, and the notes that go with them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from steer_cli.compare.runs import TASK_ORDER
+from steer_cli.published import Variant
+
+
+@dataclass
+class Cell:
+    mean: float
+    std: float | None = None
+    n: int | None = 1  # runs behind the mean; None: the paper does not say
+    delta: float | None = None  # mean minus the baseline method's mean (same model and task)
+    se: float | None = None  # the paper's standard error (Table 3: AlpacaEval's)
+
+
+@dataclass
+class Row:
+    model: str
+    method: str  # steer's label; paper rows: the label of the paper's variant
+    source: str  # "runs" or "paper"
+    params: float | None
+    cells: dict[str, Cell] = field(default_factory=dict)
+    name: str = ""  # paper rows: the paper's own name for the row
+    params_text: str | None = None  # paper rows: the Params column as printed
+    differs: list[str] = field(default_factory=list)  # paper rows: how they are another variant
+    average_tasks: list[str] | None = None  # what "avg" averages; None: every cell of the row
+    variant: Variant | None = None
+
+    @property
+    def average(self) -> float | None:
+        tasks = self.cells if self.average_tasks is None else self.average_tasks
+        means = [self.cells[t].mean for t in tasks if t in self.cells]
+        return sum(means) / len(means) if means else None
+
+    @property
+    def same_variant(self) -> bool:
+        return not self.differs
+
+
+@dataclass
+class Comparison:
+    """What ``steer compare`` prints: task columns, rows, and notes (runs without a paper row,
+    paper rows of another variant)."""
+
+    columns: list[str]
+    rows: list[Row]
+    notes: list[str] = field(default_factory=list)
+    decimals: dict[str, int] = field(default_factory=dict)  # per column; 1 unless listed
+
+    def places(self, task: str) -> int:
+        return self.decimals.get(task, 1)
+
+
+def order_columns(tasks: set[str]) -> list[str]:
+    return [t for t in TASK_ORDER if t in tasks] + sorted(tasks - set(TASK_ORDER))
