@@ -1,7 +1,7 @@
 """The trained parts of a method, built from a recipe: adapters, LoRA or the full weights.
 
 This is where a method's kind (see ``methods.KINDS``) turns into something the training loop can
-train (``train.Parts``) and a run directory can save and reload (``runs.load_run``). Every part
+train (``loop.Parts``) and a run directory can save and reload (``runs.load_run``). Every part
 object has:
 
 - ``kind`` and ``model``: the model to train and evaluate (for LoRA, the peft-wrapped model);
@@ -39,7 +39,7 @@ from steer_cli.recipe import AdapterSection, LoraSection, Recipe, build_recipe
 LORA_DIR = "lora"  # peft's adapter_model.safetensors + adapter_config.json
 MODEL_DIR = "model"  # full weights (SFT), a save_pretrained directory with its tokenizer
 
-# Optional training-loop hooks an engine part may define (see ``train.Parts``).
+# Optional training-loop hooks an engine part may define (see ``loop.Parts``).
 _LOOP_HOOKS = ("param_groups", "penalty", "begin_training", "after_step", "batch_context")
 
 

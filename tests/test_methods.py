@@ -167,7 +167,7 @@ def test_rank_search_counts_only_the_steered_layers(fresh_llama):
 
 
 def test_adapter_parts_pass_engine_hooks_to_the_loop(fresh_llama):
-    from steer_cli.train import _Trainable
+    from steer_cli.loop import _Trainable
 
     model, _ = fresh_llama
     parts = build_parts(model, build_recipe({}))

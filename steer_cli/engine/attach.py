@@ -73,7 +73,7 @@ class InterventionSpec:
 class Interventions(nn.Module):
     """One adapter per selected layer, applied as ``h <- h + delta(h)`` at the spec's site.
 
-    Also the training loop's ``Parts`` (see ``train.Parts``): ``batch_context`` sets the prompt
+    Also the training loop's ``Parts`` (see ``loop.Parts``): ``batch_context`` sets the prompt
     span per batch; ``begin_training``/``after_step``/``penalty`` drive LoFiT's two stages and
     L1 penalty and JoLA's expected-L0 penalty. ``summary()`` reports what a run ended with
     (LoFiT's selected heads, JoLA's open gates). Starts in eval mode (deterministic JoLA gates);
@@ -293,7 +293,7 @@ class Interventions(nn.Module):
 
         return hook
 
-    # -- training hooks (train.Parts) ----------------------------------------------------------
+    # -- training hooks (loop.Parts) ----------------------------------------------------------
     @property
     def _lofit(self) -> bool:
         return self.spec.shape.parameterization == "lofit"

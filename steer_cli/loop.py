@@ -1,0 +1,305 @@
+"""The training loop shared by every method.
+
+The loop knows parameters, batches and a loss, not methods: whatever ``parts.build_parts`` made
+(adapters, LoRA, the full weights) hands it its parameters and optional hooks. Accelerate places
+it on the device and carries it across processes.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from steer_cli.data.batching import MEGA_BATCHES, batch_stream, batches_per_epoch
+from steer_cli.data.encode import IGNORE_INDEX, collate_right_padded
+from steer_cli.recipe import TrainSection
+
+
+@dataclass
+class StepStats:
+    step: int
+    total_steps: int
+    loss: float
+    lr: float  # the first optimizer group's (joint runs: the adapter's)
+    tokens: int  # non-pad tokens processed in this step
+    seconds: float
+    group_lrs: list[float] | None = None  # every group's LR, when they differ
+
+
+@dataclass
+class LoopSummary:
+    steps: int
+    tokens: int
+    supervised_tokens: int
+    seconds: float
+    final_loss: float
+    padded_tokens: int = 0  # tokens processed, padding included
+
+    @property
+    def padding_fraction(self) -> float:
+        return 1 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+
+class Parts(Protocol):
+    """What the loop needs from the trained parts of a method (adapters, LoRA, full weights).
+
+    Only ``parameters`` is required; the loop uses the others when a part defines them:
+
+    - ``module``: the ``nn.Module`` holding parameters that live outside the model (adapters),
+      registered beside the model so DDP sees them (a part that is a module counts as its own);
+    - ``param_groups(lr)``: optimizer groups, e.g. separate learning rates in joint training;
+    - ``penalty(step)``: a regulariser added to the loss (L1 for LoFiT, expected L0 for JoLA);
+    - ``begin_training(total_steps)``: called once before step 1 (e.g. to plan stage switches);
+    - ``begin_epoch(epoch)``: called before the first step of each epoch (1, 2, ...);
+    - ``after_step(step)``: called after each optimizer step (projections, stage switches);
+    - ``batch_context(batch)``: a context manager active during the forward of a micro-batch,
+      given the collated batch (with ``prompt_lengths``), e.g. to tell adapters which tokens
+      are the prompt.
+    """
+
+    def parameters(self) -> Iterator[nn.Parameter]: ...
+
+
+class _Trainable(nn.Module):
+    """Model plus its trainable parts as one module, so DDP sees the adapters' parameters."""
+
+    def __init__(self, model: nn.Module, parts: Parts | None):
+        super().__init__()
+        self.model = model
+        extra = parts if isinstance(parts, nn.Module) else getattr(parts, "module", None)
+        self.extra = extra if isinstance(extra, nn.Module) and extra is not model else None
+
+    def forward(self, **batch):
+        return self.model(**batch)
+
+
+def _keep_logits(model: nn.Module, n: int) -> dict:
+    """``logits_to_keep=n`` for models whose forward takes it (transformers' causal LMs do)."""
+    base = getattr(model, "get_base_model", lambda: model)()
+    return {"logits_to_keep": n} if _takes_logits_to_keep(type(base)) else {}
+
+
+@functools.cache
+def _takes_logits_to_keep(model_class: type) -> bool:
+    """Asked once per class, not on every micro-batch."""
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
+
+
+def plan_steps(n_examples: int, cfg: TrainSection) -> int:
+    if cfg.max_steps:
+        return cfg.max_steps
+    return max(1, math.ceil(batches_per_epoch(n_examples, cfg.batch_size) * cfg.epochs))
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Every draw from torch's global RNG inside (peft's LoRA dropout, a model's own dropout)
+    follows ``seed``, and the caller's RNG state is restored afterwards: the same recipe gives
+    the same bytes whatever ran before it in the process (sweep trials in any order)."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@dataclass
+class _Loop:
+    """What every optimizer step needs: built once by :func:`train_loop`."""
+
+    model: nn.Module
+    wrapped: nn.Module
+    accelerator: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    params: list[nn.Parameter]
+    cfg: TrainSection
+    pad_id: int
+    batch_context: Callable
+    penalty: Callable | None
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    def step(self, step: int, batch: list[dict]) -> tuple[float, int, int, int]:
+        """One optimizer step over ``batch`` (this process's share, in micro-batches).
+
+        Returns the effective batch's mean loss per supervised token, its supervised token
+        count, and this process's non-pad and padded token counts.
+        """
+        world, rank = self.world, self.accelerator.process_index
+        # Next-token targets are labels[1:]; count them over the whole effective batch.
+        supervised = sum(sum(t != IGNORE_INDEX for t in r["labels"][1:]) for r in batch)
+        local = batch[rank::world]
+        micro = self.cfg.micro_batch_size or self.cfg.batch_size
+        chunks = [local[i : i + micro] for i in range(0, len(local), micro)]
+        loss_sum = 0.0
+        tokens = padded = 0
+        for k, chunk in enumerate(chunks):
+            collated = collate_right_padded(chunk, self.pad_id)
+            inputs = {
+                key: collated[key].to(self.accelerator.device)
+                for key in ("input_ids", "attention_mask")
+            }
+            labels = collated["labels"].to(self.accelerator.device)
+            tokens += int(inputs["attention_mask"].sum())
+            padded += inputs["attention_mask"].numel()
+            sync = k == len(chunks) - 1
+            with (
+                nullcontext() if sync else self.accelerator.no_sync(self.wrapped),
+                self.batch_context(collated),
+            ):
+                # Only positions that predict a supervised token need the vocabulary head:
+                # skip the prompt before the shortest prompt (a large saving for short answers).
+                first = max(0, int(collated["prompt_lengths"].min()) - 1)
+                width = inputs["input_ids"].shape[1]
+                logits = self.wrapped(**inputs, **_keep_logits(self.model, width - first)).logits
+                first = width - logits.shape[1]  # the model may have ignored logits_to_keep
+                token_losses = nn.functional.cross_entropy(
+                    logits[:, :-1].flatten(0, 1).float(),
+                    labels[:, first + 1 :].flatten(),
+                    ignore_index=IGNORE_INDEX,
+                    reduction="sum",
+                )
+                # DDP averages gradients over processes: scale so the result is the global mean.
+                loss = token_losses * world / supervised
+                if self.penalty is not None and k == 0:
+                    penalty = self.penalty(step)
+                    if penalty is not None:
+                        loss = loss + penalty
+                self.accelerator.backward(loss)
+            loss_sum += float(token_losses.detach())
+        if self.cfg.max_grad_norm:
+            self.accelerator.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum / supervised * world, supervised, tokens, padded
+
+
+def _trained_params(model: nn.Module, trainable: Parts | None) -> list[nn.Parameter]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if trainable is not None:
+        seen = {id(p) for p in params}
+        params += [p for p in trainable.parameters() if p.requires_grad and id(p) not in seen]
+    if not params:
+        raise ValueError("nothing to train: no parameter requires grad")
+    return params
+
+
+def _optimizer(trainable: Parts | None, params: list, cfg: TrainSection, total: int):
+    """AdamW over the parts' groups (every trained parameter in one), and the LR schedule."""
+    from transformers import get_scheduler
+
+    groups_of = getattr(trainable, "param_groups", None)
+    groups = groups_of(cfg.lr) if groups_of else [{"params": params}]
+    grouped = {id(p) for g in groups for p in g["params"]}
+    if missed := [p for p in params if id(p) not in grouped]:
+        groups.append({"params": missed})  # e.g. model weights left trainable beside adapters
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = get_scheduler(
+        cfg.scheduler,
+        optimizer,
+        num_warmup_steps=round(cfg.warmup_ratio * total),
+        num_training_steps=total,
+    )
+    return optimizer, scheduler
+
+
+def train_loop(
+    model: nn.Module,
+    trainable: Parts | None,
+    rows: list[dict],
+    cfg: TrainSection,
+    *,
+    pad_id: int,
+    on_step: Callable[[StepStats], None] | None = None,
+    mega_batches: int = MEGA_BATCHES,
+) -> LoopSummary:
+    """AdamW over the parameters that require grad, effective batch by gradient accumulation.
+
+    The loss is the mean over the supervised (answer + EOS) tokens of the whole effective batch,
+    however it is split into micro-batches or processes. Batches group similar lengths
+    (:mod:`steer_cli.data.batching`; ``mega_batches=0``: plain seeded shuffling). ``cfg.seed``
+    seeds the data order and every random draw of the steps (dropout), process by process.
+    """
+    from accelerate import Accelerator
+
+    device = next(model.parameters()).device
+    accelerator = Accelerator(cpu=device.type == "cpu")
+    params = _trained_params(model, trainable)
+    total = plan_steps(len(rows), cfg)
+    optimizer, scheduler = _optimizer(trainable, params, cfg, total)
+    wrapped, optimizer = accelerator.prepare(_Trainable(model, trainable), optimizer)
+    loop = _Loop(
+        model=model,
+        wrapped=wrapped,
+        accelerator=accelerator,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        params=params,
+        cfg=cfg,
+        pad_id=pad_id,
+        batch_context=getattr(trainable, "batch_context", None) or (lambda batch: nullcontext()),
+        penalty=getattr(trainable, "penalty", None),
+    )
+    order = batch_stream(
+        [len(r["input_ids"]) for r in rows],
+        cfg.batch_size,
+        seed=cfg.seed,
+        mega_batches=mega_batches,
+        min_last=loop.world,  # every process gets an example of every batch
+    )
+    after_step = getattr(trainable, "after_step", None)
+    begin_epoch = getattr(trainable, "begin_epoch", None)
+    per_epoch = max(1, batches_per_epoch(len(rows), cfg.batch_size))
+    if (begin_training := getattr(trainable, "begin_training", None)) is not None:
+        begin_training(total)
+    wrapped.train()
+    start = time.perf_counter()
+    tokens_total = supervised_total = padded_total = 0
+    loss_value = float("nan")
+    with seeded(cfg.seed + accelerator.process_index, accelerator.device):
+        for step in range(1, total + 1):
+            step_start = time.perf_counter()
+            if begin_epoch is not None and (step - 1) % per_epoch == 0:
+                begin_epoch((step - 1) // per_epoch + 1)
+            batch = [rows[i] for i in next(order)]
+            loss_value, supervised, step_tokens, padded = loop.step(step, batch)
+            if after_step is not None:
+                after_step(step)
+            tokens_total += step_tokens
+            supervised_total += supervised
+            padded_total += padded
+            if on_step:
+                lrs = scheduler.get_last_lr()
+                on_step(
+                    StepStats(
+                        step=step,
+                        total_steps=total,
+                        loss=loss_value,
+                        lr=lrs[0],
+                        group_lrs=lrs if len(set(lrs)) > 1 else None,
+                        tokens=step_tokens,
+                        seconds=time.perf_counter() - step_start,
+                    )
+                )
+    wrapped.eval()
+    return LoopSummary(
+        steps=total,
+        tokens=tokens_total,
+        supervised_tokens=supervised_total,
+        seconds=time.perf_counter() - start,
+        final_loss=loss_value,
+        padded_tokens=padded_total,
+    )
