@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import inspect
+import json
 import os
 import pathlib
 import shutil
@@ -400,6 +402,87 @@ def _quiet_transformers() -> Iterator[None]:
             gguf_utils.tqdm = gguf_tqdm
 
 
+def _transformers_version() -> str:
+    import transformers
+
+    return f"transformers {transformers.__version__}"
+
+
+def _gguf_dequantized() -> dict:
+    """``from_pretrained`` options asking for a plain dense model from a GGUF file.
+
+    transformers 5.x loads GGUF through a quantizer and offers ``GgufConfig(dequantize=True)``,
+    after which it removes that quantizer itself; 4.x dequantizes on load and has no GgufConfig.
+    """
+    try:
+        from transformers import GgufConfig
+    except ImportError:
+        return {}
+    if "dequantize" not in inspect.signature(GgufConfig).parameters:
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)}
+
+
+def _drop_quantizer(model) -> None:
+    """Detach a quantizer transformers left on the (already dequantized) model, through its own
+    ``remove_quantization_config``; raise if the model still looks quantized after that."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        remove = getattr(quantizer, "remove_quantization_config", None)
+        if not callable(remove):
+            raise SteerError(
+                f"Cannot convert the embedded model: {type(quantizer).__name__} has no "
+                f"remove_quantization_config ({_transformers_version()}).",
+                "Install a transformers release steer supports (see README).",
+            )
+        remove(model)
+    left = [
+        what
+        for what, value in (
+            ("hf_quantizer", getattr(model, "hf_quantizer", None)),
+            ("is_quantized", getattr(model, "is_quantized", False)),
+            ("config.quantization_config", getattr(model.config, "quantization_config", None)),
+        )
+        if value
+    ]
+    dtypes = {p.dtype for p in model.parameters()}
+    if left or dtypes != {torch.float32}:
+        raise SteerError(
+            f"Cannot convert the embedded model: after loading the GGUF it still has "
+            f"{', '.join(left) or 'no quantizer'} and parameters of {sorted(map(str, dtypes))}, "
+            f"expected a plain float32 model ({_transformers_version()}).",
+            "Install a transformers release steer supports (see README).",
+        )
+
+
+def _check_plain_checkpoint(directory: pathlib.Path, model) -> None:
+    """The saved checkpoint is plain: no quantization_config in config.json, and float32
+    safetensors holding the model's own tensors (read from the headers; no weights loaded)."""
+    from safetensors import safe_open
+
+    config = json.loads((directory / "config.json").read_text())
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    problems = ["config.json has a quantization_config"] if "quantization_config" in config else []
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        problems.append("no .safetensors file")
+    for file in files:
+        with safe_open(file, framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 - safe_open is not iterable
+                tensor = handle.get_slice(key)
+                if tensor.get_dtype() != "F32" or tuple(tensor.get_shape()) != expected.get(key):
+                    problems.append(
+                        f"{file.name}:{key} is {tensor.get_dtype()} {tensor.get_shape()}"
+                    )
+                    break
+    if problems:
+        raise SteerError(
+            f"The converted embedded model is not a plain float32 checkpoint: "
+            f"{'; '.join(problems[:3])} ({_transformers_version()}).",
+            "Install a transformers release steer supports (see README).",
+        )
+
+
 def _convert_embedded(final: pathlib.Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -415,16 +498,13 @@ def _convert_embedded(final: pathlib.Path) -> None:
         with _quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_SMOLLM2_GGUF)
             model = AutoModelForCausalLM.from_pretrained(
-                gguf_dir, gguf_file=_SMOLLM2_GGUF, dtype=torch.float32
+                gguf_dir, gguf_file=_SMOLLM2_GGUF, dtype=torch.float32, **_gguf_dequantized()
             )
-            # The GGUF is dequantized on load; drop the quantizer so save_pretrained writes plain
-            # fp32 safetensors that load without the gguf package.
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config
-            model.hf_quantizer = None
-            model.is_quantized = False
+            # save_pretrained must write plain fp32 safetensors that load without gguf.
+            _drop_quantizer(model)
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+        _check_plain_checkpoint(tmp, model)
         # mkdtemp makes the directory 0700; give it the usual permissions before publishing.
         umask = os.umask(0)
         os.umask(umask)

@@ -379,6 +379,10 @@ def _build_joint(model: nn.Module, recipe: Recipe) -> JointParts:
     interventions = None
     try:
         interventions = _attach(wrapped, recipe)
+        if spec is not None:  # a writer peft no longer exposes would make Orth a no-op
+            from steer_cli.engine.joint import check_writers
+
+            check_writers(wrapped, interventions.layer_ids, spec.writers)
         return JointParts(
             wrapped,
             interventions,

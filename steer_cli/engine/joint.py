@@ -1,8 +1,9 @@
 """LoRA + adapter on one model: Joint-Orth's projection and the weight/activation diagnostics.
 
-Knows peft's LoRA layers (``lora_B[name].weight``, ``[out, r]``) and steer's adapters, nothing
-about recipes. All linear algebra runs in fp32 whatever the model's dtype (bf16 SVD is not
-available and would not be accurate enough for a 1e-5 orthogonality check).
+Knows peft's LoRA layers (``lora_B[name].weight``, ``[out, r]``; checked at build time by
+``check_writers``) and steer's adapters, nothing about recipes. All linear algebra runs in fp32
+whatever the model's dtype (bf16 SVD is not available and would not be accurate enough for a
+1e-5 orthogonality check).
 
 The projection (SPEC 5, Joint-Orth): per layer, ``B = [B_o_proj, B_down_proj]`` (``[d, 2r]``),
 ``Q`` an orthonormal basis of its numerical column space (SVD; singular values below
@@ -19,6 +20,7 @@ space is undefined (an SVD of 0 returns an arbitrary basis, which the released c
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,7 +29,13 @@ import torch
 from torch import nn
 
 from steer_cli.engine.adapters import LowRankAdapter, VectorAdapter
-from steer_cli.engine.sites import _sandwich_norms, find_decoder_layers, site_module
+from steer_cli.engine.sites import (
+    _sandwich_norms,
+    find_decoder_layers,
+    hidden_size,
+    site_module,
+    versions,
+)
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -47,23 +55,122 @@ class OrthSpec:
 
 
 # -- LoRA's writers ----------------------------------------------------------------------------
+# What steer reads of peft's LoRA layers, all checked here (``check_writers`` at build time) so a
+# peft release that changes them fails with a clear error instead of silently projecting nothing:
+# ``active_adapters`` (one name), ``lora_A[name].weight`` (``[r, in]``), ``lora_B[name].weight``
+# (``[out, r]``), ``scaling[name]``, ``peft_config[name].target_modules``.
+
+RESIDUAL_WRITERS = ("o_proj", "down_proj")
+
+
+def _peft_error(message: str) -> ValueError:
+    return ValueError(f"{message} ({versions('peft')})")
 
 
 def _lora_module(layer: nn.Module, writer: str) -> tuple[nn.Module, str] | None:
-    """peft's LoRA layer named ``writer`` in ``layer`` and its active adapter's name."""
+    """peft's LoRA layer named ``writer`` in ``layer`` and its active adapter's name (None: no
+    LoRA layer of that name, or none for the active adapter)."""
     for name, module in layer.named_modules():
-        if (name == writer or name.endswith(f".{writer}")) and hasattr(module, "lora_B"):
-            active = module.active_adapters
-            adapter = active[0] if isinstance(active, list | tuple) else active
-            if adapter in module.lora_B:
-                return module, adapter
+        if not (name == writer or name.endswith(f".{writer}")) or not hasattr(module, "lora_B"):
+            continue
+        active = getattr(module, "active_adapters", None)
+        if isinstance(active, str):
+            active = [active]
+        if not isinstance(active, list | tuple):
+            raise _peft_error(
+                f"{name} ({type(module).__name__}) has no active_adapters list: cannot tell "
+                "which LoRA adapter is trained"
+            )
+        active = [adapter for adapter in active if adapter in module.lora_B]
+        if len(active) > 1:
+            raise _peft_error(f"{name} has {len(active)} active LoRA adapters {active}; need one")
+        if active:
+            return module, active[0]
     return None
+
+
+def _checked_b(module: nn.Module, adapter: str, writer: str) -> torch.Tensor:
+    """``lora_B[adapter].weight``, after checking it is ``[out_features, r]`` with ``r`` the
+    rows of ``lora_A[adapter].weight`` (what B A x and col(B) assume)."""
+    b = getattr(module.lora_B[adapter], "weight", None)
+    lora_a = getattr(module, "lora_A", None)
+    a = (
+        getattr(lora_a[adapter], "weight", None)
+        if lora_a is not None and adapter in lora_a
+        else None
+    )
+    if not isinstance(b, torch.Tensor) or not isinstance(a, torch.Tensor):
+        raise _peft_error(
+            f"{writer}'s LoRA layer ({type(module).__name__}) has no lora_A/lora_B[{adapter!r}]"
+            ".weight tensors"
+        )
+    out_features = getattr(module, "out_features", None)
+    in_features = getattr(module, "in_features", None)
+    if (
+        b.ndim != 2
+        or a.ndim != 2
+        or b.shape[1] != a.shape[0]
+        or (isinstance(out_features, int) and b.shape[0] != out_features)
+        or (isinstance(in_features, int) and a.shape[1] != in_features)
+    ):
+        raise _peft_error(
+            f"{writer}'s LoRA has B {tuple(b.shape)} and A {tuple(a.shape)}; expected B "
+            f"[out_features={out_features}, r] and A [r, in_features={in_features}]"
+        )
+    return b
 
 
 def lora_b(layer: nn.Module, writer: str) -> torch.Tensor | None:
     """The active LoRA B matrix (``[out, r]``) of the module named ``writer`` in ``layer``."""
     found = _lora_module(layer, writer)
-    return None if found is None else found[0].lora_B[found[1]].weight
+    return None if found is None else _checked_b(*found, writer)
+
+
+def targeted_writers(model: nn.Module) -> tuple[str, ...]:
+    """The residual writers (o_proj, down_proj) that the peft model's active LoRA targets."""
+    configs = getattr(model, "peft_config", None)
+    active = getattr(model, "active_adapter", None)  # a method on transformers' own models
+    if not isinstance(configs, dict) or not isinstance(active, str) or active not in configs:
+        raise _peft_error(
+            f"{type(model).__name__} has no peft_config for an active adapter: joint parts "
+            "need a peft LoRA model (peft.get_peft_model)"
+        )
+    targets = getattr(configs[active], "target_modules", None)
+    if isinstance(targets, str):  # a regex: peft decides per module; lora_b finds what it made
+        return ()
+    return tuple(w for w in RESIDUAL_WRITERS if w in set(targets or ()))
+
+
+def check_writers(
+    model: nn.Module, layer_ids, writers: tuple[str, ...] | list[str] | None = None
+) -> None:
+    """At build time: every steered layer has, for each writer (default: the residual writers
+    LoRA targets), a LoRA layer of the active adapter whose B is ``[hidden_size, r]``.
+
+    Joint-Orth projects onto col(B) of these; a writer that is not found would make the
+    projection a no-op and the diagnostics empty, so this raises instead.
+    """
+    writers = targeted_writers(model) if writers is None else tuple(writers)
+    layers = find_decoder_layers(model)
+    d = hidden_size(model)
+    for i in layer_ids:
+        for writer in writers:
+            found = _lora_module(layers[i], writer)
+            if found is None:
+                raise _peft_error(
+                    f"layer {i}: no LoRA layer on {writer} for the active adapter (steer looks "
+                    "for a module with lora_B and active_adapters)"
+                )
+            module, adapter = found
+            b = _checked_b(module, adapter, writer)
+            if b.shape[0] != d:
+                raise _peft_error(
+                    f"layer {i}: {writer}'s LoRA B is {tuple(b.shape)}; a residual writer's is "
+                    f"[hidden_size={d}, r]"
+                )
+            scaling = getattr(module, "scaling", None)
+            if not isinstance(scaling, dict) or adapter not in scaling:
+                raise _peft_error(f"layer {i}: {writer}'s LoRA has no scaling[{adapter!r}]")
 
 
 def writer_matrix(layer: nn.Module, writers: tuple[str, ...]) -> torch.Tensor:
@@ -236,8 +343,7 @@ def _capture(model: nn.Module, interventions) -> Iterator[dict]:
         def mlp_hook(mod, args, i=i):
             store[i]["mlp_in"] = args[0].detach()
 
-        def writer_hook(mod, args, i=i):  # B A x * scaling: inside col(B) by construction
-            lora, name = mod, mod.active_adapters[0]
+        def writer_hook(lora, args, i=i, name="default"):  # B A x * scaling: in col(B)
             x = args[0]
             delta = lora.lora_B[name](lora.lora_A[name](x.to(lora.lora_A[name].weight.dtype)))
             delta = delta.float() * lora.scaling[name]
@@ -249,7 +355,10 @@ def _capture(model: nn.Module, interventions) -> Iterator[dict]:
         for writer in ("o_proj", "down_proj"):
             found = _lora_module(layers[i], writer)
             if found is not None:
-                handles.append(found[0].register_forward_pre_hook(writer_hook))
+                lora, name = found
+                _checked_b(lora, name, writer)
+                hook = functools.partial(writer_hook, i=i, name=name)
+                handles.append(lora.register_forward_pre_hook(hook))
     try:
         yield store
     finally:
