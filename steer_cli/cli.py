@@ -356,6 +356,14 @@ def eval_(
             "--max-new-tokens", help="Longest answer.", rich_help_panel="AlpacaEval-style"
         ),
     ] = 512,
+    baseline: Annotated[
+        bool,
+        typer.Option(
+            "--baseline",
+            help="Also score the run's base model, same prompts (chat template) and options, "
+            "and print the difference.",
+        ),
+    ] = False,
 ) -> None:
     """Evaluate a run or a model in-process: lm-eval tasks, the run's test (--protocol paper), or
     AlpacaEval-style pairwise judging (--instructions)."""
@@ -363,105 +371,58 @@ def eval_(
     import json
     import sys
 
-    from steer_cli.evaluate import command
+    from steer_cli.evaluate import request
 
-    protocol = protocol or ("alpaca" if instructions is not None else "harness")
-    if protocol not in command.PROTOCOLS:
-        raise SteerError(f"unknown protocol {protocol!r}", f"choose {', '.join(command.PROTOCOLS)}")
-    if protocol == "alpaca":
-        if tasks or data or include_path:
-            raise SteerError(
-                "AlpacaEval-style judging takes instructions, not lm-eval tasks",
-                "drop --tasks/--data/--include-path, or evaluate in two commands",
-            )
-        _eval_instructions(
-            target,
-            instructions=instructions or "alpaca_eval",
-            reference=reference,
-            judge=judge,
-            output=output,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size or 8,
-            limit=limit,
-            device=device,
-            dtype=dtype,
-            as_json=as_json,
-        )
-        return
-    if instructions is not None or reference is not None or judge is not None:
-        raise SteerError(
-            f"--instructions, --reference and --judge are for AlpacaEval-style judging, not "
-            f"--protocol {protocol}",
-            "drop --protocol, or the AlpacaEval options",
-        )
-    command.check_limit(limit)
-    names = [t.strip() for t in (tasks or "").split(",") if t.strip()]
-    if protocol == "harness" and not names:
-        raise SteerError("which tasks?", "pass --tasks, e.g. --tasks steer_listops,arc_easy")
-    if protocol == "paper" and (names or data or include_path):
-        raise SteerError(
-            "--protocol paper evaluates the run's own task", "drop --tasks/--data/--include-path"
-        )
-    out_dir = command.output_dir(target, output)
-    if out_dir is None and log_samples:
-        raise SteerError(
-            f"--log-samples: {target} is not a run directory, so say where samples go",
-            "pass --output DIR",
-        )
-    paths = command.data_paths(data or [], names)
-    loaded = command.load_target(target, device=device, dtype=dtype)
+    asked = request.EvalRequest(
+        target,
+        tasks=tasks,
+        protocol=protocol,
+        limit=limit,
+        batch_size=batch_size,
+        num_fewshot=num_fewshot,
+        max_length=max_length,
+        device=device,
+        dtype=dtype,
+        apply_chat_template=apply_chat_template,
+        seed=seed,
+        data=data or [],
+        include_path=include_path or [],
+        log_samples=log_samples,
+        output=output,
+        instructions=instructions,
+        reference=reference,
+        judge=judge,
+        max_new_tokens=max_new_tokens,
+        baseline=baseline,
+    )
+    request.check(asked)
     # --json: stdout is for the summary alone; anything a library prints goes to stderr.
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
-        if protocol == "paper":
-            record, results, samples = command.run_paper(loaded, limit=limit, batch_size=batch_size)
-        else:
-            record, results, samples = command.run_harness(
-                loaded,
-                names,
-                apply_chat_template=apply_chat_template,
-                batch_size=batch_size or 8,
-                max_length=max_length,
-                limit=limit,
-                num_fewshot=num_fewshot,
-                seed=seed,
-                log_samples=log_samples,
-                data=paths,
-                include=include_path or [],
-            )
-    files = (
-        command.write_outputs(out_dir, record, results, samples if log_samples else None)
-        if out_dir is not None
-        else []
-    )
+        outcome = request.execute(asked)
     if as_json:
-        typer.echo(json.dumps({**record, "files": [str(f) for f in files]}))
+        files = {} if outcome.protocol == "alpaca" else {"files": [str(f) for f in outcome.files]}
+        typer.echo(json.dumps({**outcome.record, **files}))
         return
+    _render_eval(outcome)
+
+
+def _render_eval(outcome) -> None:
     from steer_cli.report import console
 
-    console.print(command.table(record))
-    for f in files:
+    if outcome.protocol == "alpaca":
+        from steer_cli.evaluate.instructions import summary_table
+
+        console.print(summary_table(outcome.record))
+        names = ", ".join(f.name for f in outcome.files)
+        console.print(f"written: [bold]{outcome.out_dir}[/] ({names})", highlight=False)
+        return
+    from steer_cli.evaluate.command import table
+
+    console.print(table(outcome.record))
+    for f in outcome.files:
         console.print(f"written: [bold]{f}[/]", highlight=False)
-    if out_dir is None:
+    if outcome.out_dir is None:
         console.print("[dim]not saved: pass --output DIR to keep these results[/]")
-
-
-def _eval_instructions(target: str, *, output: Path | None, as_json: bool, **options) -> None:
-    """``steer eval --instructions``: generate, judge pairwise, report the win rates."""
-    import contextlib
-    import json
-    import sys
-
-    from steer_cli.evaluate import instructions
-    from steer_cli.report import console
-
-    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
-        summary = instructions.evaluate_instructions(target, out_dir=output, **options)
-    if as_json:
-        typer.echo(json.dumps(summary))
-        return
-    console.print(instructions.summary_table(summary))
-    where = output or instructions.default_out_dir(target)
-    console.print(f"written: [bold]{where}[/] ({', '.join(summary['files'])})", highlight=False)
 
 
 @app.command()

@@ -31,6 +31,44 @@ def read_config(run_dir: str | Path):
     return build_recipe(yaml.safe_load(path.read_text()) or {})
 
 
+def trained_files(recipe) -> list[tuple[str, ...]]:
+    """What a finished run of ``recipe``'s kind holds: per part, the paths (relative to the run
+    directory) of which one must exist."""
+    from steer_cli.engine.attach import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+    from steer_cli.parts import LORA_DIR, MODEL_DIR, kind_of
+
+    adapter = [(ADAPTER_WEIGHTS,), (ADAPTER_CONFIG,)]
+    lora = [
+        (f"{LORA_DIR}/adapter_config.json",),
+        (f"{LORA_DIR}/adapter_model.safetensors", f"{LORA_DIR}/adapter_model.bin"),
+    ]
+    return {
+        "adapter": adapter,
+        "lora": lora,
+        "joint": lora + adapter,
+        "sft": [(f"{MODEL_DIR}/config.json",)],
+    }[kind_of(recipe)]
+
+
+def check_finished(run_dir: str | Path):
+    """The run's recipe, once its trained parts are known to be there: a folder holding a
+    ``config.yaml`` alone (copied, or a recipe saved there) is an error naming what is missing,
+    before any model loads."""
+    run_dir = Path(run_dir)
+    recipe = read_config(run_dir)
+    missing = [
+        " or ".join(paths)
+        for paths in trained_files(recipe)
+        if not any((run_dir / path).is_file() for path in paths)
+    ]
+    if missing:
+        raise SteerError(
+            f"{run_dir} is not a finished run: it has {rundir.CONFIG} but no {', '.join(missing)}",
+            f"pass a directory `steer train` wrote (a {recipe.method} run holds its trained parts)",
+        )
+    return recipe
+
+
 def load_run(run_dir: str | Path, *, device: str | None = None, dtype: str | None = None):
     """``(model, tokenizer, parts)`` for a finished run, in eval mode and frozen.
 
@@ -51,15 +89,12 @@ def load_run(run_dir: str | Path, *, device: str | None = None, dtype: str | Non
     )
 
     run_dir = Path(run_dir)
-    recipe = read_config(run_dir)
+    recipe = check_finished(run_dir)
     kind = kind_of(recipe)
     device = device or recipe.model.device
     dtype = dtype or recipe.model.dtype
     if kind == "sft":
-        weights = run_dir / MODEL_DIR
-        if not weights.is_dir():
-            raise SteerError(f"{run_dir} is an sft run without its {MODEL_DIR}/ directory")
-        model, tokenizer = models.load_model(str(weights), dtype=dtype, device=device)
+        model, tokenizer = models.load_model(str(run_dir / MODEL_DIR), dtype=dtype, device=device)
         model.requires_grad_(False)
         return model, tokenizer, SftParts(model)
 

@@ -49,6 +49,7 @@ class _Prepared:
     encode_stats: object
     test: list
     test_prompts: list[list[int]]
+    data_sizes: dict
 
     def evaluate(self, label: str, model: nn.Module) -> tuple[dict, list[dict]]:
         """The paper's accuracy on the test split: batched greedy generation + the task's parser."""
@@ -73,6 +74,7 @@ def _prepare(recipe: Recipe) -> _Prepared:
     """Load the task's splits and the model, resolve an automatic rank, tokenize the data."""
     from steer_cli import models
     from steer_cli.data.encode import encode_for_training, prompt_token_ids, uses_chat_template
+    from steer_cli.data.splits import size_line, size_report
     from steer_cli.data.tasks import load_splits, task_for
     from steer_cli.errors import SteerError
     from steer_cli.parts import count_base, resolve_rank
@@ -80,6 +82,8 @@ def _prepare(recipe: Recipe) -> _Prepared:
 
     task = task_for(recipe.data)
     splits = load_splits(task, recipe.data)
+    data_sizes = size_report(recipe.data, splits)
+    err_console.print(size_line(data_sizes), markup=False, highlight=False)
     err_console.print(f"loading model [bold]{recipe.model.name}[/]")
     # No training seed here: a base model (tiny-* included) is defined by its name alone.
     model, tokenizer = models.load_model(
@@ -111,6 +115,7 @@ def _prepare(recipe: Recipe) -> _Prepared:
         encode_stats=encode_stats,
         test=test,
         test_prompts=[prompt_token_ids(tokenizer, ex.prompt, chat) for ex in test],
+        data_sizes=data_sizes,
     )
 
 
@@ -231,6 +236,7 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
             "kind": kind_of(recipe),
             "model": recipe.model.name,
             "task": prepared.task.name,
+            "data": prepared.data_sizes,
             "eval": {},
         }
         if prepared.rank_choice is not None:

@@ -160,11 +160,14 @@ def test_identity_adapter_matches_plain_hflm(identity_run, custom_tasks):
     assert set(ours["metrics"]) == set(tasks)
     assert ours["metrics"]["parity_mc"].keys() >= {"acc,none", "acc_norm,none"}
     assert "exact_match,none" in ours["metrics"]["parity_gen"]
-    assert ours["n_samples"] == {"parity_mc": 4, "parity_gen": 4, "steer_boolq": 2}
+    assert ours["n_samples"] == {"parity_mc": 4, "parity_gen": 4, "steer_boolq": 10}
 
 
 def test_last_prompt_loglikelihoods_match_scoring(tiny_models):
-    """lm-eval's log-likelihood path steers exactly the tokens `evaluate.scoring.score` does."""
+    """lm-eval's log-likelihood requests (its own encoding, its batching) steer exactly the
+    tokens `evaluate.scoring.score` does, two requests with one model input included."""
+    from lm_eval.api.instance import Instance
+
     from steer_cli.evaluate.scoring import score
 
     model, tokenizer = tiny_models["tiny-llama"]
@@ -174,18 +177,114 @@ def test_last_prompt_loglikelihoods_match_scoring(tiny_models):
         lm = harness.SteeredLM(model, tokenizer, batch_size=3)
         assert lm.needs_span
         pairs = [
-            ([5, 6, 7], [8, 9]),
-            ([5, 6, 7, 8], [9]),  # same model input as the row above, another context length
-            ([11, 12], [13]),
-            ([14, 15, 16, 17, 18, 19], [20, 21, 22]),
-            ([23, 24, 25], [26, 27]),
+            ("the cat", " sat on"),
+            ("the cat sat", " on"),  # the same model input as the row above, another prompt
+            ("ab", " c"),
+            ("a longer context here", " and more"),
+            ("xyz", " uv"),
         ]
-        ours = lm._loglikelihood_tokens([(None, c, x) for c, x in pairs])
-        expected = score(model, tokenizer, [c for c, _ in pairs], [x for _, x in pairs])
-        torch.testing.assert_close([ll for ll, _ in ours], expected, rtol=0, atol=1e-4)
+        requests = [
+            Instance("loglikelihood", {}, pair, idx=0, metadata=("t", i, 1))
+            for i, pair in enumerate(pairs)
+        ]
+        ours = [ll for ll, _ in lm.loglikelihood(requests, disable_tqdm=True)]
+        contexts = [tokenizer(c)["input_ids"] for c, _ in pairs]
+        continuations = [
+            tokenizer(c + x)["input_ids"][len(ids) :]
+            for (c, x), ids in zip(pairs, contexts, strict=True)
+        ]
+        expected = score(model, tokenizer, contexts, continuations)
+        torch.testing.assert_close(ours, expected, rtol=0, atol=1e-4)
         interventions.enabled = False
-        plain = score(model, tokenizer, [c for c, _ in pairs], [x for _, x in pairs])
+        plain = score(model, tokenizer, contexts, continuations)
         assert all(abs(a - b) > 1e-4 for a, b in zip(expected, plain, strict=True))
+    finally:
+        interventions.detach()
+
+
+# Multiple choice through lm-eval with a prompt as steer's tasks write them (ending in "\n",
+# the answer right after it), and with lm-eval's usual "Answer:" + " choice".
+NEWLINE_MC_YAML = """\
+task: newline_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Question: {{{{question}}}}\\n"
+target_delimiter: ""
+doc_to_choice: ["yes", "no", "maybe so"]
+doc_to_target: label
+metric_list:
+  - metric: acc
+metadata:
+  version: 1.0
+"""
+LL_PROMPTS = {"newline_mc": "Question: {question}\n", "parity_mc": "Question: {question}\nAnswer:"}
+
+
+@pytest.fixture(scope="module")
+def mc_tasks(custom_tasks):
+    data = custom_tasks / "questions.jsonl"
+    (custom_tasks / "newline_mc.yaml").write_text(NEWLINE_MC_YAML.format(data=data))
+    return custom_tasks
+
+
+@pytest.mark.parametrize(
+    ("task", "chat"),
+    [("newline_mc", True), ("newline_mc", False), ("parity_mc", True), ("parity_mc", False)],
+    ids=["chat", "newline", "chat-answer", "answer"],
+)
+@pytest.mark.parametrize("positions", ["prompt", "generated", "last_prompt", "f2+l2"])
+def test_loglikelihood_steers_the_tokens_training_steered(
+    tiny_models, mc_tasks, task, chat, positions
+):
+    """Through simple_evaluate (lm-eval's prompts, chat template, `_encode_pair`, batching):
+    each choice's log-likelihood is that of lm-eval's tokens with the prompt span training
+    gives the same prompt, in every position mode. Under a chat template the context ends in
+    `assistant\\n`, and lm-eval moves that `\\n` into the continuation."""
+    from types import SimpleNamespace
+
+    from steer_cli.data.encode import collate_right_padded, encode_for_training
+
+    model, tokenizer = tiny_models["tiny-llama"]
+    interventions = attach(model, InterventionSpec(positions=positions), seed=0)
+    randomize(interventions)
+    template = LL_PROMPTS[task]
+    try:
+        results = harness.evaluate(
+            model,
+            tokenizer,
+            [task],
+            batch_size=3,
+            apply_chat_template=chat,
+            log_samples=True,
+            include=[mc_tasks],
+        )
+        samples = results["samples"][task]
+        assert len(samples) == len(QUESTIONS)
+        checked = 0
+        for sample in samples:
+            prompt = template.format(**sample["doc"])
+            for (context, continuation), [(ll, _)] in zip(
+                sample["arguments"], sample["resps"], strict=True
+            ):
+                # What training steers on this prompt: its own encoding's prompt span.
+                example = SimpleNamespace(prompt=prompt, target=continuation)
+                rows, _ = encode_for_training(tokenizer, [example], chat=chat, max_length=512)
+                trained = int(collate_right_padded(rows, 0)["prompt_lengths"][0])
+                # lm-eval's tokens: the whole string, split where its stripped context ends.
+                full = tokenizer(context + continuation)["input_ids"]
+                split = len(tokenizer(context.rstrip())["input_ids"])
+                assert full[:trained] == rows[0]["input_ids"][:trained]
+                with torch.no_grad(), interventions.prompt_span([0], [trained]):
+                    logits = model(input_ids=torch.tensor([full[:-1]])).logits[0]
+                logprobs = torch.log_softmax(logits, dim=-1)
+                expected = sum(float(logprobs[i - 1, full[i]]) for i in range(split, len(full)))
+                assert ll == pytest.approx(expected, abs=1e-4)
+                checked += 1
+        assert checked == 3 * len(QUESTIONS)
     finally:
         interventions.detach()
 
@@ -402,3 +501,143 @@ def test_lm_eval_task_offline_fails_fast_and_clearly(run_dir, monkeypatch):
     result = runner.invoke(app, ["eval", str(run_dir), "--tasks", "arc_easy", "--limit", "2"])
     # the message comes only from the offline branch, which reads the datasets cache alone
     _clean_error(result, "arc_easy", "hub is unreachable", "--data")
+
+
+# ------------------------------------------------------------------ like for like (--baseline)
+
+
+def test_baseline_scores_the_base_model_under_the_runs_prompts(
+    run_dir, identity_run, custom_tasks, tmp_path
+):
+    """A run is prompted through the chat template it was trained with, a plain model is not:
+    --baseline scores the base model in the same command under the run's prompts."""
+
+    def log_likelihoods(path: str) -> list:
+        return [json.loads(line)["resps"] for line in Path(path).read_text().splitlines()]
+
+    tasks = ["--tasks", "parity_mc", "--include-path", str(custom_tasks), "--batch-size", "2"]
+    args = ["eval", str(run_dir), *tasks, "--baseline", "--log-samples", "--json"]
+    trained = _summary(runner.invoke(app, args))
+    assert trained["apply_chat_template"] is True
+    base = trained["baseline"]
+    assert base["model"] == "tiny-llama" and base["n_samples"] == trained["n_samples"]
+    main, ours, theirs = trained["files"]
+    assert theirs.endswith(".baseline.samples.jsonl")
+    args = ["eval", "tiny-llama", *tasks, "--apply-chat-template", "--log-samples"]
+    same_prompts = _summary(runner.invoke(app, [*args, "-o", str(tmp_path), "--json"]))
+    assert base["metrics"] == same_prompts["metrics"]
+    assert log_likelihoods(theirs) == log_likelihoods(same_prompts["files"][1])
+    assert log_likelihoods(ours) != log_likelihoods(theirs)  # the run's adapter is on
+    assert json.loads(Path(main).read_text())["baseline_results"]["results"]["parity_mc"]
+    # The identity adapter has no effect, measured like for like.
+    identity = _summary(
+        runner.invoke(app, ["eval", str(identity_run), *tasks, "--baseline", "--json"])
+    )
+    assert identity["metrics"] == identity["baseline"]["metrics"] == base["metrics"]
+
+
+def test_every_table_says_its_prompts_and_the_baseline_is_beside(run_dir, custom_tasks):
+    tasks = ["--tasks", "parity_mc", "--include-path", str(custom_tasks), "--limit", "2"]
+    ours = _ok(runner.invoke(app, ["eval", str(run_dir), *tasks, "--baseline"])).stdout
+    assert "· chat template" in ours and "base" in ours and "Δ" in ours
+    assert "base: tiny-llama, the run's base model, same prompts" in ours
+    model = _ok(runner.invoke(app, ["eval", "tiny-llama", *tasks])).stdout
+    assert "· no chat template" in model and "Δ" not in model
+
+
+def test_protocol_paper_baseline_is_the_base_model_on_the_same_prompts(run_dir):
+    from steer_cli.data.encode import prompt_token_ids
+    from steer_cli.data.tasks import load_splits, task_for
+    from steer_cli.evaluate.generation import evaluate_accuracy
+    from steer_cli.runs import load_run, read_config
+
+    args = ["eval", str(run_dir), "--protocol", "paper", "--limit", "4", "--baseline", "--json"]
+    summary = _summary(runner.invoke(app, args))
+    recipe = read_config(run_dir)
+    model, tokenizer, parts = load_run(run_dir)
+    task = task_for(recipe.data)
+    test = load_splits(task, recipe.data)["test"][:4]
+    prompts = [prompt_token_ids(tokenizer, ex.prompt, True) for ex in test]
+    with parts.disabled():
+        expected, _ = evaluate_accuracy(
+            model, tokenizer, task, test, prompts, max_new_tokens=task.max_new_tokens, batch_size=4
+        )
+    assert summary["apply_chat_template"] is True
+    assert summary["baseline"]["metrics"] == {"listops": {"acc,paper": expected["accuracy"]}}
+
+
+def test_an_sft_runs_baseline_is_its_base_model_loaded_beside_it(run_dir, tmp_path):
+    """SFT's trained part is every weight: its base is loaded beside it, and scores as the
+    adapter run's base does on the same recipe data."""
+    recipe = tmp_path / "sft.yaml"
+    recipe.write_text(RECIPE.replace("method: postblock", "method: sft"))
+    _ok(runner.invoke(app, ["train", str(recipe), "-o", str(tmp_path / "sft")]))
+    args = ["--protocol", "paper", "--limit", "4", "--baseline", "--json"]
+    sft = _summary(runner.invoke(app, ["eval", str(tmp_path / "sft"), *args]))
+    adapter = _summary(runner.invoke(app, ["eval", str(run_dir), *args]))
+    assert sft["method"] == "sft" and sft["baseline"] == adapter["baseline"]
+
+
+def test_baseline_needs_a_run():
+    args = ["eval", "tiny-llama", "--tasks", "steer_listops", "--baseline"]
+    _clean_error(runner.invoke(app, args), "--baseline", "is a model")
+
+
+# ------------------------------------------------------------- errors before the model loads
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Any model load fails the test: these errors must come before one."""
+    from steer_cli import models
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(models, "load_model", refuse)
+
+
+def test_a_folder_with_only_a_config_is_no_run(run_dir, tmp_path, no_model_loads):
+    copy = tmp_path / "copied"
+    copy.mkdir()
+    shutil.copy(run_dir / "config.yaml", copy / "config.yaml")
+    for args in (["--tasks", "steer_listops"], ["--protocol", "paper"]):
+        result = runner.invoke(app, ["eval", str(copy), *args])
+        _clean_error(result, "is not a finished run", "adapter.safetensors")
+    result = runner.invoke(app, ["eval", str(copy), "--instructions", "everyday"])
+    _clean_error(result, "is not a finished run")
+
+
+def test_an_unknown_task_is_reported_before_the_model_loads(run_dir, no_model_loads):
+    result = runner.invoke(app, ["eval", str(run_dir), "--tasks", "steer_listops,steer_boolk"])
+    _clean_error(result, "unknown lm-eval task 'steer_boolk'")
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--apply-chat-template"],
+        ["--no-apply-chat-template"],
+        ["--num-fewshot", "3"],
+        ["--max-length", "64"],
+        ["--seed", "1"],
+    ],
+    ids=lambda o: o[0],
+)
+def test_protocol_paper_refuses_the_options_it_would_ignore(run_dir, option, no_model_loads):
+    result = runner.invoke(app, ["eval", str(run_dir), "--protocol", "paper", *option])
+    flag = option[0].replace("--no-", "--").replace("--apply", "--[no-]apply")
+    _clean_error(result, "--protocol paper repeats the run's own evaluation", flag)
+
+
+def test_alpaca_judging_refuses_lm_eval_options(run_dir, no_model_loads):
+    args = ["eval", str(run_dir), "--instructions", "everyday", "--num-fewshot", "2", "--baseline"]
+    _clean_error(runner.invoke(app, args), "--num-fewshot, --baseline", "AlpacaEval-style")
+
+
+def test_a_bundled_task_offline_says_how_to_pass_local_files(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
+    result = runner.invoke(app, ["eval", "tiny-llama", "--tasks", "steer_boolq", "--limit", "2"])
+    _clean_error(result, "cannot load the dataset google/boolq", "--data steer_boolq=DIR")
+    assert "data.path" not in result.output

@@ -89,6 +89,56 @@ def test_run_against_its_base_writes_alpacaeval_files(alpaca_run, tmp_path) -> N
     assert set(summary["seconds"]) == {"generate", "reference", "judge", "total"}
 
 
+@pytest.fixture(scope="module")
+def joint_lora_run(tmp_path_factory) -> Path:
+    """A joint run evaluated as "lora only", both of its parts far from the identity."""
+    import torch
+    from conftest import randomize
+
+    from steer_cli.runs import load_run
+
+    out = tmp_path_factory.mktemp("joint") / "joint-lora"
+    recipe = load_recipe(
+        DEMO,
+        [
+            "model=tiny-llama",
+            "method=joint",
+            f"data.path={ROOT / 'recipes' / 'data' / 'alpaca-demo.jsonl'}",
+            "train.max_steps=1",
+            "eval.joint_mode=lora",
+            "eval.max_new_tokens=4",
+        ],
+    )
+    train.run(recipe, out)
+    _, tokenizer, parts = load_run(out)
+    randomize(parts.interventions, std=0.5, seed=1)
+    with torch.no_grad():
+        for p in parts.lora.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    parts.save(out, tokenizer=tokenizer)
+    return out
+
+
+def test_a_joint_run_is_judged_in_its_joint_mode(joint_lora_run, tmp_path) -> None:
+    """`eval.joint_mode: lora`: the outputs judged are the LoRA part's alone."""
+    from steer_cli.data.encode import prompt_token_ids
+    from steer_cli.evaluate.generation import generate
+    from steer_cli.runs import load_run
+
+    _evaluate(joint_lora_run, tmp_path, judge=FirstIsBest(), limit=3, max_new_tokens=8)
+    judged = json.loads((tmp_path / "eval" / ins.MODEL_OUTPUTS).read_text())
+    model, tokenizer, parts = load_run(joint_lora_run)
+    rows = load_instructions("everyday")[1][:3]
+    prompts = [prompt_token_ids(tokenizer, ins.prompt_text(r, "alpaca"), True) for r in rows]
+    outputs = {}
+    for mode in ("lora", "both"):
+        with parts.mode(mode):
+            texts = generate(model, tokenizer, prompts, max_new_tokens=8, batch_size=2)
+        outputs[mode] = [t.strip() for t in texts]
+    assert outputs["lora"] != outputs["both"]
+    assert [r["output"] for r in judged] == outputs["lora"]
+
+
 def test_default_output_directory_is_inside_the_run(alpaca_run) -> None:
     summary = evaluate_instructions(
         str(alpaca_run), instructions="everyday", judge=FirstIsBest(), limit=2, max_new_tokens=3
@@ -234,7 +284,7 @@ def test_summary_table_shows_the_figures() -> None:
     console.print(ins.summary_table(summary))
     text = console.export_text()
     assert "my-run vs base" in text and "smollm2-135m" in text
-    assert "60.00% ± 12.91" in text and "62.02%" in text and "2 / 1 / 1" in text
+    assert "60.00% ± 12.91" in text and "62.02% ± 5.77" in text and "2 / 1 / 1" in text
 
 
 # ------------------------------------------------------------------------------- the CLI

@@ -14,7 +14,7 @@ from steer_cli import train
 from steer_cli.cli import app
 from steer_cli.engine.sites import find_decoder_layers
 from steer_cli.errors import SteerError
-from steer_cli.oracle import linalg
+from steer_cli.oracle import linalg, plots
 from steer_cli.oracle.analysis import Model, Sample, analyse_layers, kl_per_token, run_oracle
 from steer_cli.oracle.stream import co_run
 from steer_cli.recipe import build_recipe
@@ -82,7 +82,7 @@ def test_a_changed_final_norm_needs_the_ft_head(tiny_models):
     assert ft_head < 1e-6 < 1e-3 < base_head
 
 
-def test_mlp_share_matches_a_hand_computation_on_one_layer(tiny_models):
+def test_mlp_shares_match_a_hand_computation_on_one_layer(tiny_models):
     base, _ = tiny_models["tiny-llama"]
     layer = find_decoder_layers(base)[1]
     sample = _sample(base.config.vocab_size)
@@ -93,22 +93,29 @@ def test_mlp_share_matches_a_hand_computation_on_one_layer(tiny_models):
         if t.index == 1:
             mid = t.base_in + t.base_attn
             mlp = layer.mlp(layer.post_attention_layernorm(mid))
-            hand = mlp[keep].norm(dim=-1) / (t.base_attn + mlp)[keep].norm(dim=-1)
+            m, a = mlp[keep].norm(dim=-1), t.base_attn[keep].norm(dim=-1)
             seen.update(
-                hand=hand.double(),
-                share=linalg.mlp_share(t.base_mlp[keep], t.base_in[keep], t.base_out[keep]),
+                update=m.double() / (t.base_attn + mlp)[keep].norm(dim=-1).double(),
+                writes=m.double() / (a + m).double(),
+                of_update=linalg.mlp_share_of_update(
+                    t.base_mlp[keep], t.base_in[keep], t.base_out[keep]
+                ),
+                of_writes=linalg.mlp_share_of_writes(t.base_mlp[keep], t.base_attn[keep]),
                 out_ok=torch.allclose(t.base_out, mid + mlp, atol=1e-5),
             )
 
     with co_run(base, on_layer=on_layer) as forward:
         forward(sample.input_ids, sample.attention_mask, logits=False)
     assert seen["out_ok"]
-    assert torch.allclose(seen["share"], seen["hand"], atol=1e-5)
-    # and the formula on numbers: |MLP write| 5 of an update of norm 10
-    share = linalg.mlp_share(
-        torch.tensor([[3.0, 4.0]]), torch.zeros(1, 2), torch.tensor([[6.0, 8.0]])
-    )
-    assert float(share) == pytest.approx(0.5)
+    assert torch.allclose(seen["of_update"], seen["update"], atol=1e-5)
+    assert torch.allclose(seen["of_writes"], seen["writes"], atol=1e-5)
+    assert float(seen["of_writes"].max()) <= 1
+    # On numbers: an MLP write of norm 5 against attention's (-3, 0): the update (0, 4) is
+    # shorter than the MLP write (share of the update 1.25), its share of the writes 5/8.
+    m, a = torch.tensor([[3.0, 4.0]]), torch.tensor([[-3.0, 0.0]])
+    zero = torch.zeros(1, 2)
+    assert float(linalg.mlp_share_of_update(m, zero, a + m)) == pytest.approx(1.25)
+    assert float(linalg.mlp_share_of_writes(m, a)) == pytest.approx(0.625)
 
 
 @pytest.mark.parametrize("k", [1, 3, 7])
@@ -230,6 +237,17 @@ def test_oracle_command_writes_json_and_plots_and_refuses_overwrite(trained_runs
     for png in (*data["plots"], "kl_curve.png", "joint_alignment.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert "oracle sanity" in result.output and "ok" in result.output
+    assert data["warnings"] == [] and data["tokens"] > data["hidden_size"]
+    for entry in data["layers"]:  # both MLP shares, named, for both models
+        for who in ("base", "ft"):
+            share = entry["mlp_share"][who]
+            assert 0 < share["of_writes"] < 1 and share["of_update"] > 0
+            assert 0 <= share["update_above_1"] <= 1
+    assert "m/(a+m) base" in result.output and "m/|O-I| FT" in result.output
+    fig = plots._mlp_share(plots._pyplot(), data)  # the paper's band beside its share only
+    banded = [ax for ax in fig.axes if any("paper" in str(p.get_label()) for p in ax.patches)]
+    assert [ax.get_ylabel() for ax in banded] == ["||m|| / (||a|| + ||m||)"]
+    assert len(fig.axes) == 2  # ||m|| / ||O - I|| drawn too, beside it, without the band
 
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "already exists" in again.output
@@ -260,3 +278,65 @@ def test_run_oracle_rejects_mismatched_models(tiny_models, tmp_path):
     tokenizer.save_pretrained(tmp_path / "qwen")
     with pytest.raises(SteerError, match="Qwen2ForCausalLM with other parameters"):
         run_oracle("tiny-llama", str(tmp_path / "qwen"), samples=1, max_new_tokens=2)
+
+
+def _save(model, tokenizer, path):
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_an_ft_model_equal_to_its_base_is_a_clear_error(tmp_path):
+    out = tmp_path / "o"
+    args = ["oracle", "tiny-llama", "tiny-llama", "--samples", "1", "--max-new-tokens", "2"]
+    result = runner.invoke(app, [*args, "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "identical to the base model tiny-llama" in result.output
+    assert "Traceback" not in result.output and not out.exists()
+
+
+def test_layers_the_fine_tune_left_alone_report_nothing_to_fit(tiny_models, tmp_path, recwarn):
+    base, tokenizer = tiny_models["tiny-llama"]
+    ft = copy.deepcopy(base)
+    last = find_decoder_layers(ft)[-1]
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in last.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * 0.05)
+    ft_dir = _save(ft, tokenizer, tmp_path / "ft")
+    args = ["oracle", "tiny-llama", ft_dir, "--samples", "2", "--max-new-tokens", "3"]
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "o" / "oracle.json").read_text())
+    for entry in data["layers"][:-1]:
+        assert entry["oracle_norm"] == 0
+        assert (
+            entry["linear_r2"]["full"] is None and entry["expressivity"]["relative_error"] is None
+        )
+    assert data["layers"][-1]["linear_r2"]["full"] > 0
+    assert any("layer(s) 0, 1:" in w for w in data["warnings"])
+    assert "layer(s) 0, 1:" in " ".join(result.output.split())
+    assert not [w for w in recwarn if "log-scaled" in str(w.message)]
+
+
+def test_no_more_tokens_than_the_hidden_size_warns_that_fits_are_trivial(tmp_path):
+    from transformers import LlamaForCausalLM
+
+    from steer_cli.models import load_model
+
+    tiny, tokenizer = load_model("tiny-llama", dtype="float32", device="cpu")
+    config = copy.deepcopy(tiny.config)
+    config.hidden_size, config.intermediate_size, config.num_hidden_layers = 512, 256, 2
+    torch.manual_seed(0)
+    wide = LlamaForCausalLM(config)
+    base_dir = _save(wide, tokenizer, tmp_path / "base")
+    ft_dir = _save(_perturbed(wide), tokenizer, tmp_path / "ft")
+    args = ["oracle", base_dir, ft_dir, "--samples", "2", "--max-new-tokens", "2"]
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "o" / "oracle.json").read_text())
+    assert data["tokens"] <= data["hidden_size"] == 512
+    (warning,) = data["warnings"]
+    assert f"{data['tokens']} tokens <= hidden size 512" in warning and "--samples" in warning
+    assert "by construction" in " ".join(result.output.split())
+    assert all(e["expressivity"]["relative_error"] < 1e-3 for e in data["layers"])  # ~0

@@ -118,3 +118,29 @@ def test_low_precision_sft_warns(tmp_path, capsys):
     assert "model.dtype=float32" in capsys.readouterr().err
     model, tokenizer, parts = load_run(tmp_path / "sft")
     assert next(model.parameters()).dtype == torch.bfloat16 and parts.kind == "sft"
+
+
+@pytest.mark.parametrize(
+    ("method", "missing"),
+    [
+        ("postblock", "adapter.safetensors, adapter.json"),
+        ("lora", "lora/adapter_config.json, lora/adapter_model.safetensors or "),
+        ("sft", "model/config.json"),
+        ("joint", "lora/adapter_config.json, lora/adapter_model.safetensors or "),
+    ],
+)
+def test_a_config_without_its_trained_parts_is_no_finished_run(
+    tmp_path, monkeypatch, method, missing
+):
+    """Before any model loads, an error naming what the run lacks (not a FileNotFoundError
+    from deep inside loading)."""
+    from steer_cli import models
+    from steer_cli.errors import SteerError
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(_tiny(method).model_dump(mode="json")))
+    with pytest.raises(SteerError, match="is not a finished run") as err:
+        load_run(tmp_path)
+    assert missing in err.value.message
+    if method == "joint":
+        assert err.value.message.endswith("adapter.safetensors, adapter.json")

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from steer_cli.data import sources
+from steer_cli.data import hub, sources
 from steer_cli.data.sources import load_splits, local_files, permutation, read_rows
+from steer_cli.data.splits import size_line, size_report
 from steer_cli.data.tasks import GSM8K, get_task, task_for
 from steer_cli.errors import SteerError
 from steer_cli.recipe import DataSection, build_recipe
@@ -33,10 +34,10 @@ def _load(task: str, **values):
 @pytest.mark.parametrize(
     ("task", "sizes"),
     [
-        ("boolq", (4, 8, 2)),  # validation 80:20 into val/test
+        ("boolq", (3, 1, 10)),  # train 80:20 into train/val; test: all of validation
         ("winogrande", (3, 3, 3)),  # validation.csv halved; the unlabeled test.jsonl unused
         ("arc-challenge", (2, 2, 2)),  # train.json, its own validation/test
-        ("gsm8k", (4, 2, 8)),  # test 20:80 into val/test
+        ("gsm8k", (3, 1, 10)),  # train 80:20 into train/val; test: all of test
         ("aqua", (3, 2, 2)),
         ("listops", (3, 1, 1)),  # LRA's TSV files: basic_train.tsv, basic_val.tsv, ...
     ],
@@ -123,46 +124,45 @@ def test_local_files_by_name(tmp_path) -> None:
 # ---------------------------------------------------------------------------- splits
 
 
-def _numbered(tmp_path: Path, n: int) -> Path:
-    path = tmp_path / "test.jsonl"
-    path.write_text(
-        "".join(
-            json.dumps({"question": f"q{i}", "answer": f"r\n#### {i}"}) + "\n" for i in range(n)
-        )
-    )
-    (tmp_path / "train.jsonl").write_text(json.dumps({"question": "t", "answer": "#### 1"}) + "\n")
+def _numbered(tmp_path: Path, n: int, split: str = "train") -> Path:
+    """GSM8K files whose ``split`` holds ``n`` rows numbered by their answer, the other one."""
+    rows = [{"question": f"q{i}", "answer": f"r\n#### {i}"} for i in range(n)]
+    other = "test" if split == "train" else "train"
+    (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / f"{other}.jsonl").write_text(json.dumps({"question": "t", "answer": "#### 1"}))
     return tmp_path
 
 
 def test_split_ratios_disjoint_deterministic_and_like_datasets(tmp_path) -> None:
-    folder = _numbered(tmp_path, 1319)  # GSM8K's test size
+    folder = _numbered(tmp_path, 7473)  # GSM8K's train size
     splits = _load("gsm8k", path=str(folder))
+    train = [int(ex.answer) for ex in splits["train"]]
     val = [int(ex.answer) for ex in splits["validation"]]
-    test = [int(ex.answer) for ex in splits["test"]]
-    assert (len(val), len(test)) == (264, 1055)  # ceil(0.2 * 1319) = 264
-    assert not set(val) & set(test) and set(val) | set(test) == set(range(1319))
+    assert (len(train), len(val)) == (5978, 1495)  # ceil(0.2 * 7473) = 1495
+    assert not set(val) & set(train) and set(val) | set(train) == set(range(7473))
     assert splits == _load("gsm8k", path=str(folder))  # deterministic for seed 42
     assert splits["validation"] != _load("gsm8k", path=str(folder), seed=7)["validation"]
     # Exactly datasets' train_test_split(test_size=0.2, seed=42): its "test" is our validation.
     from datasets import Dataset
 
-    parts = Dataset.from_dict({"i": list(range(1319))}).train_test_split(test_size=0.2, seed=42)
-    assert val == parts["test"]["i"] and test == parts["train"]["i"]
+    parts = Dataset.from_dict({"i": list(range(7473))}).train_test_split(test_size=0.2, seed=42)
+    assert val == parts["test"]["i"] and train == parts["train"]["i"]
     assert permutation(10, 42) == permutation(10, 42) != permutation(10, 43)
 
 
 def test_sizes_cap_each_split_with_a_seeded_subset(tmp_path) -> None:
     folder = _numbered(tmp_path, 200)
     full = _load("gsm8k", path=str(folder))
-    capped = _load("gsm8k", path=str(folder), validation_size=10, test_size=20)
-    assert (len(capped["validation"]), len(capped["test"])) == (10, 20)
-    assert set(capped["test"]) <= set(full["test"])
-    assert capped == _load("gsm8k", path=str(folder), validation_size=10, test_size=20)
+    capped = _load("gsm8k", path=str(folder), train_size=20, validation_size=10)
+    assert (len(capped["train"]), len(capped["validation"])) == (20, 10)
+    assert set(capped["train"]) <= set(full["train"])
+    assert set(capped["validation"]) <= set(full["validation"])
+    assert capped == _load("gsm8k", path=str(folder), train_size=20, validation_size=10)
     assert _load("gsm8k", path=str(folder), validation_size=0)["validation"] == []
 
 
 def test_split_override_and_overlap_check(tmp_path) -> None:
-    folder = _numbered(tmp_path, 100)
+    folder = _numbered(tmp_path, 100, split="test")
     splits = _load(
         "gsm8k",
         path=str(folder),
@@ -190,7 +190,8 @@ def test_split_override_and_overlap_check(tmp_path) -> None:
 def test_malformed_rows_name_file_row_and_field(task, file, fragments) -> None:
     path = FIXTURES / "malformed" / file
     with pytest.raises(SteerError) as info:
-        _load(task, files={"train": str(path)}, splits={"validation": None, "test": None})
+        plan = {"train": "train", "validation": None, "test": None}
+        _load(task, files={"train": str(path)}, splits=plan)
     for fragment in fragments:
         assert fragment in info.value.message
     assert info.value.hint
@@ -306,7 +307,7 @@ def test_hub_unreachable_is_treated_as_offline(monkeypatch, tmp_path) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(sources, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
     import datasets.config
 
     before = datasets.config.HF_HUB_OFFLINE
@@ -339,14 +340,109 @@ def test_hub_dataset_to_our_splits(monkeypatch) -> None:
         calls.append((name, config))
         return datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in rows.items()})
 
-    monkeypatch.setattr(sources, "hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: True)
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    hub = _load("boolq")
+    loaded = _load("boolq")
     assert calls == [("google/boolq", None)]
-    assert hub == _load("boolq", path=str(FIXTURES / "boolq"))
+    assert loaded == _load("boolq", path=str(FIXTURES / "boolq"))
     with pytest.raises(SteerError, match="no split 'test'"):
         _load("boolq", splits={"test": "test"})
     bad = {**rows, "train": [{**rows["train"][0], "answer": "perhaps"}]}
     rows.update(bad)
     with pytest.raises(SteerError, match=r"google/boolq split 'train' row 1: field 'answer'"):
         _load("boolq")
+
+
+# The hub's split sizes (the paper's Table 6 prints them rounded): what appendix F.1's plan cuts.
+HUB = {
+    "boolq": {"train": 9427, "validation": 3270},
+    "gsm8k": {"train": 7473, "test": 1319},
+    "winogrande": {"train": 9248, "validation": 1267, "test": 1767},
+}
+
+
+def _hub_rows(task: str, split: str, n: int) -> list[dict]:
+    if task == "boolq":
+        return [
+            {"question": f"{split} {i}", "passage": "p", "answer": i % 2 == 0} for i in range(n)
+        ]
+    if task == "gsm8k":
+        return [{"question": f"{split} {i}", "answer": f"r\n#### {i}"} for i in range(n)]
+    answer = (lambda i: "") if split == "test" else (lambda i: str(1 + i % 2))  # test: unlabeled
+    return [
+        {"sentence": f"{split} {i} _", "option1": "a", "option2": "b", "answer": answer(i)}
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("task", "ours"),
+    [
+        ("boolq", (7541, 1886, 3270)),  # test: all of the hub's validation split
+        ("gsm8k", (5978, 1495, 1319)),  # test: all of the hub's test split
+        ("winogrande", (9248, 634, 633)),  # the hub's test is unlabeled: validation halved
+    ],
+)
+def test_hub_splits_follow_appendix_f1(monkeypatch, task, ours) -> None:
+    """Appendix F.1: the hub's train and test splits; with only two, train is split 80:20 with
+    seed 42 and its :20 part is validation (datasets' train_test_split 'test')."""
+    import datasets
+
+    rows = {split: _hub_rows(task, split, n) for split, n in HUB[task].items()}
+    hub_dict = datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in rows.items()})
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None, **kw: hub_dict)
+    splits = _load(task)
+    assert tuple(len(splits[s]) for s in ("train", "validation", "test")) == ours
+    t = get_task(task)
+    prompts = {s: [ex.prompt for ex in splits[s]] for s in splits}
+    if task == "winogrande":
+        halves = prompts["validation"] + prompts["test"]
+        assert sorted(halves) == sorted(t.format(row).prompt for row in rows["validation"])
+        assert prompts["train"] == [t.format(row).prompt for row in rows["train"]]
+        return
+    test_split = "validation" if task == "boolq" else "test"
+    assert prompts["test"] == [t.format(row).prompt for row in rows[test_split]]
+    parts = hub_dict["train"].train_test_split(test_size=0.2, seed=42)
+    assert prompts["validation"] == [t.format(row).prompt for row in parts["test"]]
+    assert prompts["train"] == [t.format(row).prompt for row in parts["train"]]
+
+
+def test_size_report_says_what_the_caps_cut(monkeypatch) -> None:
+    """A plain ``data.task: boolq`` keeps 1000 / 100 / 200 of the hub's splits: the report and
+    its header line say so, and how much there is; ``null`` caps take (and say) all of it."""
+    import datasets
+
+    rows = {split: _hub_rows("boolq", split, n) for split, n in HUB["boolq"].items()}
+    hub_dict = datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in rows.items()})
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None, **kw: hub_dict)
+    data = DataSection(task="boolq")  # the recipe defaults
+    report = size_report(data, load_splits(task_for(data), data))
+    assert report["source"] == "hub" and report["capped"] == ["train", "validation", "test"]
+    assert report["splits"]["test"] == {
+        "plan": "validation",
+        "examples": 200,
+        "cap": 200,
+        "available": 3270,
+    }
+    assert report["splits"]["train"]["available"] == 7541
+    line = size_line(report)
+    assert "train 1,000 of 7,541" in line and "test 200 of 3,270" in line
+    assert "a subsample" in line and "data.train_size" in line and "null: all" in line
+
+    everything = _data(task="boolq")
+    report = size_report(everything, load_splits(task_for(everything), everything))
+    assert report["capped"] == [] and report["splits"]["test"]["examples"] == 3270
+    assert "test 3,270 · all of each split" in size_line(report)
+
+    generated = DataSection(train_size=16, validation_size=2, test_size=4)
+    report = size_report(generated, load_splits(task_for(generated), generated))
+    assert report["source"] == "generator" and report["capped"] == []
+    assert report["splits"]["train"] == {
+        "plan": "train",
+        "examples": 16,
+        "cap": 16,
+        "available": None,
+    }
+    assert "96,000 / 2,000 / 2,000" in size_line(report)

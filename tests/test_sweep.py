@@ -81,7 +81,7 @@ def test_sweep_resumes(tmp_path) -> None:
 def test_validation_recipe_evaluates_on_the_validation_split(monkeypatch) -> None:
     boolq = build_recipe({"data": {"task": "boolq", "validation_size": 50}})
     val = validation_recipe(boolq)
-    assert val.data.splits == {"test": "validation[20%:]", "validation": None}
+    assert val.data.splits == {"test": "train[:20%]", "validation": None}
     assert val.data.test_size == 50 and val.eval.before is False
     listops = validation_recipe(build_recipe({}))
     assert listops.data.splits == {"test": "validation", "validation": None}
@@ -128,9 +128,9 @@ def test_sweep_end_to_end_on_a_tiny_model(tmp_path, task) -> None:
     assert set(summary["validation_accuracy"]) == {"0.001", "0.002"}
     assert len(summary["test_accuracy"]) == 2
     lr_results = json.loads((out / "lr-0.001" / "results.json").read_text())
-    assert lr_results["examples"]["test"] == 2  # GSM8K fixture: validation = test[:20%]
+    assert lr_results["examples"]["test"] == 1  # GSM8K fixture: validation = train[:20%] of 4
     seed_results = json.loads((out / "seed-42" / "results.json").read_text())
-    assert seed_results["examples"]["test"] == 8
+    assert seed_results["examples"]["test"] == 10  # the whole test split
     assert "mean" in result.output
 
 

@@ -60,15 +60,21 @@ def test_registry_has_the_papers_tasks_with_spec_defaults() -> None:
     assert (GSM8K.source, GSM8K.config) == ("openai/gsm8k", "main")
     assert (AQUA.source, AQUA.config) == ("deepmind/aqua_rat", "raw")
     assert ALPACA.source == "yahma/alpaca-cleaned"
+    # Appendix F.1: two hub splits -> train 80:20 (seed 42), its :20 part is validation.
     assert dict(BOOLQ.splits) == {
-        "train": "train",
-        "validation": "validation[20%:]",
-        "test": "validation[:20%]",
+        "train": "train[20%:]",
+        "validation": "train[:20%]",
+        "test": "validation",
     }
     assert dict(GSM8K.splits) == {
+        "train": "train[20%:]",
+        "validation": "train[:20%]",
+        "test": "test",
+    }
+    assert dict(WINOGRANDE.splits) == {  # the hub's test split is unlabeled
         "train": "train",
-        "validation": "test[:20%]",
-        "test": "test[20%:]",
+        "validation": "validation[:50%]",
+        "test": "validation[50%:]",
     }
     for task in TASKS.values():
         assert task.max_new_tokens >= 1 and task.max_length >= 64
@@ -398,7 +404,7 @@ def test_tasks_command_lists_every_task():
     for fragment in (
         "boolq",
         "google/boolq",
-        "validation[20%:]",
+        "train[20%:]",
         "winogrande_debiased",
         "arc-challenge",
         "openai/gsm8k",

@@ -35,6 +35,12 @@ def test_symmetric_example_worked_by_hand() -> None:
     assert stats["length_controlled_winrate"] == pytest.approx(62.0204, abs=1e-4)
     t = math.tanh(10 / math.sqrt(400 / 3))
     assert stats["lc_fit"]["length_coef"] * t == pytest.approx((math.log(4) - math.log(2 / 3)) / 2)
+    # LC standard error: the fit is 0.8 on the longer pair and 0.4 on the shorter one, so the
+    # residuals are -0.1, 0.1, -0.1, 0.1 and the per-instruction LC preferences LC -+ 0.1
+    # (mean: LC). Their SE: sqrt(0.04 / 3) / sqrt(4) = 0.057735, under the raw 0.129099 because
+    # length explains part of the spread.
+    assert stats["lc_standard_error"] == pytest.approx(100 * math.sqrt(0.04 / 3) / 2)
+    assert stats["lc_standard_error"] == pytest.approx(5.7735, abs=1e-4)
     assert (stats["n_wins"], stats["n_wins_base"], stats["n_draws"]) == (2, 1, 1)
     assert stats["n_total"] == 4
 
@@ -53,6 +59,26 @@ def test_without_length_differences_lc_equals_the_win_rate() -> None:
     stats = win_rate_stats(prefs, [12] * 5, [12] * 5)
     assert stats["length_controlled_winrate"] == pytest.approx(100 * np.mean(prefs))
     assert stats["lc_fit"]["length_coef"] == 0.0
+    assert stats["lc_standard_error"] == pytest.approx(stats["standard_error"])
+
+
+def test_lc_standard_error_is_the_sem_of_per_instruction_lc_preferences() -> None:
+    # Uneven data: each preference minus the fit at its own length difference, plus LC,
+    # averages to LC (the intercept's score equation), and the SE is their mean's.
+    prefs = np.array([0.8, 0.3, 0.6, 0.4, 0.9, 0.55, 0.2])
+    model, reference = [40, 10, 25, 30, 60, 21, 12], [20, 30, 20, 25, 20, 20, 18]
+    stats = win_rate_stats(prefs, model, reference)
+    fit = stats["lc_fit"]
+    delta = np.subtract(model, reference)
+    mu = 1 / (
+        1 + np.exp(-(fit["intercept"] + fit["length_coef"] * np.tanh(delta / delta.std(ddof=1))))
+    )
+    lc = stats["length_controlled_winrate"] / 100
+    per_instruction = lc + prefs - mu
+    assert per_instruction.mean() == pytest.approx(lc, abs=1e-6)
+    expected = 100 * per_instruction.std(ddof=1) / math.sqrt(len(prefs))
+    assert stats["lc_standard_error"] == pytest.approx(expected)
+    assert 0 < stats["lc_standard_error"] < stats["standard_error"]
 
 
 def test_lc_discounts_a_length_driven_preference() -> None:
@@ -94,3 +120,4 @@ def test_bad_preferences_are_refused() -> None:
         win_rate_stats([1.2], [1], [1])
     single = win_rate_stats([0.7], [3], [4])
     assert single["standard_error"] is None and single["win_rate"] == pytest.approx(70.0)
+    assert single["lc_standard_error"] is None

@@ -3,6 +3,9 @@
 A run meets the row of its model (hub ids, ``-pt`` / ``-Base`` checkpoints and the paper's
 spellings are one model) and method whose variant is closest to the run's. Every difference
 left (rank, activation, layers, ...) marks the paper's row; a run with no row at all is said so.
+A judged score (Table 3's) is also compared for how it was judged: the paper's are AlpacaEval
+2.0's (GPT-4 Turbo judging against GPT-4 Turbo's outputs on AlpacaEval's 805 instructions), and
+a run judged otherwise marks the paper's row too.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import re
 
 from steer_cli.compare.rows import Cell, Row
-from steer_cli.compare.runs import model_key, variant_label
+from steer_cli.compare.runs import Judging, model_key, variant_label
 from steer_cli.errors import SteerError
 from steer_cli.published import PUBLISHED, PaperRow, PaperTable, Variant
 
@@ -36,9 +39,37 @@ def match_key(model: str) -> str:
     return "-".join(tokens)
 
 
+ALPACA_EVAL_N = 805
+PAPER_JUDGING = {"alpaca": Judging("GPT-4 Turbo", "GPT-4 Turbo", "alpaca_eval", ALPACA_EVAL_N)}
+"""How the paper's judged tasks were judged: Table 3 is AlpacaEval 2.0's LC win rate."""
+
+
+def _gpt4_turbo(name: str | None) -> bool:
+    """AlpacaEval 2.0's judge (``weighted_alpaca_eval_gpt4_turbo``) and reference outputs
+    (``gpt4_turbo``), or GPT-4 Turbo by its API name (``gpt-4-1106-preview``)."""
+    flat = re.sub(r"[^a-z0-9]", "", (name or "").lower())
+    return "gpt4turbo" in flat or "gpt41106preview" in flat
+
+
+def judged_otherwise(ours: Judging | None, theirs: Judging) -> list[str]:
+    """How a run's judging is not the paper's (``judge smollm2-135m, not GPT-4 Turbo``)."""
+    if ours is None:
+        return ["judging not recorded (re-run `steer eval RUN --instructions`)"]
+    out = []
+    if not _gpt4_turbo(ours.judge):
+        out.append(f"judge {ours.judge or 'not recorded'}, not {theirs.judge}")
+    if not _gpt4_turbo(ours.reference):
+        out.append(f"reference {ours.reference or 'not recorded'}, not {theirs.reference}'s")
+    if ours.instructions != theirs.instructions or ours.n != theirs.n:
+        on = ours.instructions or "not recorded"
+        on += f" ({ours.n})" if ours.n is not None else ""
+        out.append(f"instructions {on}, not AlpacaEval's {theirs.n}")
+    return out
+
+
 def paper_row(entry: PaperRow) -> Row:
     cells = {
-        task: Cell(mean=value, n=entry.n, se=entry.se.get(task))
+        task: Cell(mean=value, n=entry.n, se=entry.se.get(task), judging=PAPER_JUDGING.get(task))
         for task, value in entry.scores.items()
     }
     return Row(
@@ -128,10 +159,21 @@ def with_paper(rows: list[Row], table: PaperTable) -> tuple[list[Row], list[str]
         theirs.differs = differs
         shared = [t for t in row.cells if t in theirs.cells]
         row.average_tasks = theirs.average_tasks = shared
+        theirs.judged_otherwise = [
+            line
+            for task in shared
+            if theirs.cells[task].judging is not None
+            for line in judged_otherwise(row.cells[task].judging, theirs.cells[task].judging)
+        ]
         out.append(theirs)
         if differs:
             notes.append(
                 f"* {row.model} {row.method} is beside the paper's {entry.name} "
                 f"({entry.model}), another variant: {'; '.join(differs)}"
+            )
+        if theirs.judged_otherwise:
+            notes.append(
+                f"* {row.model} {row.method} is beside the paper's {entry.name} "
+                f"({entry.model}), judged otherwise: {'; '.join(theirs.judged_otherwise)}"
             )
     return out, notes

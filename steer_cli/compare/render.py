@@ -1,8 +1,9 @@
 """``steer compare``'s output: a rich table, markdown, csv, latex or json, and a bar chart.
 
 Numbers keep the paper's precision (Table 3's win rates: 2 decimals). A paper row of another
-variant than the run above it has every cell marked ``*``; "avg" names its tasks when it does
-not average all the columns.
+variant than the run above it, or judged otherwise (Table 3), has every cell marked ``*``; "avg"
+names its tasks when it does not average all the columns. A judged cell's judge, reference and
+instructions are listed under the table (``judged:``), and are in the JSON and CSV.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from steer_cli.compare.paper import match_key
-from steer_cli.compare.rows import Cell, Comparison, Row
+from steer_cli.compare.rows import JUDGED, Cell, Comparison, Row
 from steer_cli.compare.runs import HELD_OUT, Record
 from steer_cli.errors import SteerError
 
@@ -29,7 +30,7 @@ TASK_TITLES = {
     "listops": "ListOps",
     "alpaca": "Alpaca",
 }
-MARK = "*"  # a paper cell of another variant than the run it sits beside
+MARK = "*"  # a paper cell of another variant than the run it sits beside, or judged otherwise
 
 
 def _cell_text(cell: Cell | None, places: int, pm: str = "±", mark: str = "") -> str:
@@ -58,7 +59,7 @@ def _method_text(row: Row) -> str:
         return row.method
     runs = {cell.n for cell in row.cells.values()}
     count = f", n={runs.pop()}" if len(runs) == 1 and None not in runs else ""
-    return f"paper: {row.name}{count}" + ("" if row.same_variant else f" {MARK}")
+    return f"paper: {row.name}{count}" + ("" if row.comparable else f" {MARK}")
 
 
 def averaged_tasks(row: Row, columns: list[str]) -> list[str]:
@@ -81,7 +82,7 @@ def _average_text(row: Row, comparison: Comparison, mark: str) -> str:
 def _text_rows(comparison: Comparison, pm: str = "±") -> list[list[str]]:
     out = []
     for row in comparison.rows:
-        mark = "" if row.same_variant else MARK
+        mark = "" if row.comparable else MARK
         out.append(
             [row.model, _method_text(row), _params_text(row)]
             + [
@@ -100,10 +101,14 @@ def _headers(columns: list[str]) -> list[str]:
 def notes(comparison: Comparison, records: list[Record]) -> list[tuple[str, str]]:
     """``(kind, line)`` for everything printed under the table: marks, unmatched runs,
     held-out (validation) trials, and runs that could not be read."""
-    out = [("mark" if line.startswith(MARK) else "note", line) for line in comparison.notes]
+    out = [(_kind(line), line) for line in comparison.notes]
     out += [("held-out", f"{r.status}: {r.path} ({r.reason})") for r in records if _held(r)]
     out += [("problem", f"{r.status}: {r.path} ({r.reason})") for r in _problems(records)]
     return out
+
+
+def _kind(line: str) -> str:
+    return "mark" if line.startswith(MARK) else "judged" if line.startswith(JUDGED) else "note"
 
 
 def _held(record: Record) -> bool:
@@ -114,7 +119,7 @@ def _problems(records: list[Record]) -> list[Record]:
     return [r for r in records if r.status not in ("ok", HELD_OUT)]
 
 
-_STYLES = {"mark": "dim", "note": "yellow", "held-out": "dim", "problem": "yellow"}
+_STYLES = {"mark": "dim", "judged": "dim", "note": "yellow", "held-out": "dim", "problem": "yellow"}
 
 
 def render(comparison: Comparison, records: list[Record], fmt: str, title: str):
@@ -165,6 +170,7 @@ def _json(comparison: Comparison, records: list[Record]) -> str:
             "average": row.average,
             "average_tasks": averaged_tasks(row, comparison.columns),
             "same_variant": row.same_variant,
+            "comparable": row.comparable,
             "cells": {t: asdict(c) for t, c in row.cells.items()},
         }
         rows.append(data)
@@ -183,10 +189,16 @@ def _csv(comparison: Comparison) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     suffixes = ("", "_std", "_n", "_delta", "_se")
+    judged = [
+        t
+        for t in comparison.columns
+        if any(t in r.cells and r.cells[t].judging for r in comparison.rows)
+    ]
     writer.writerow(
-        ["model", "method", "source", "paper_name", "same_variant", "params"]
+        ["model", "method", "source", "paper_name", "same_variant", "comparable", "params"]
         + [f"{t}{suffix}" for t in comparison.columns for suffix in suffixes]
         + ["average", "average_tasks"]
+        + [f"{t}_judged" for t in judged]
     )
     for row in comparison.rows:
         values: list = []
@@ -195,10 +207,13 @@ def _csv(comparison: Comparison) -> str:
             n = "" if c is None or c.n is None else c.n
             values += [_num(c and c.mean), _num(c and c.std), n, _num(c and c.delta)]
             values.append(_num(c and c.se))
+        how = [row.cells[t].judging if t in row.cells else None for t in judged]
         writer.writerow(
-            [row.model, row.method, row.source, row.name, row.same_variant, _num(row.params)]
+            [row.model, row.method, row.source, row.name, row.same_variant, row.comparable]
+            + [_num(row.params)]
             + values
             + [_num(row.average), " ".join(averaged_tasks(row, comparison.columns))]
+            + [j.describe() if j is not None else "" for j in how]
         )
     return buffer.getvalue()
 

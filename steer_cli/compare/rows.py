@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from steer_cli.compare.runs import TASK_ORDER
+from steer_cli.compare.runs import TASK_ORDER, Judging
 from steer_cli.published import Variant
+
+JUDGED = "judged: "  # starts the note that says how a row's judged cell was judged
 
 
 @dataclass
@@ -14,7 +16,8 @@ class Cell:
     std: float | None = None
     n: int | None = 1  # runs behind the mean; None: the paper does not say
     delta: float | None = None  # mean minus the baseline method's mean (same model and task)
-    se: float | None = None  # the paper's standard error (Table 3: AlpacaEval's)
+    se: float | None = None  # the standard error (Table 3: AlpacaEval's LC SE; runs: one run's)
+    judging: Judging | None = None  # judged tasks (alpaca): judge, reference, instructions
 
 
 @dataclass
@@ -27,6 +30,7 @@ class Row:
     name: str = ""  # paper rows: the paper's own name for the row
     params_text: str | None = None  # paper rows: the Params column as printed
     differs: list[str] = field(default_factory=list)  # paper rows: how they are another variant
+    judged_otherwise: list[str] = field(default_factory=list)  # paper rows: judged unlike the run
     average_tasks: list[str] | None = None  # what "avg" averages; None: every cell of the row
     variant: Variant | None = None
 
@@ -39,6 +43,11 @@ class Row:
     @property
     def same_variant(self) -> bool:
         return not self.differs
+
+    @property
+    def comparable(self) -> bool:
+        """The same variant, judged the same way: nothing to mark."""
+        return not self.differs and not self.judged_otherwise
 
 
 @dataclass

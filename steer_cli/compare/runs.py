@@ -23,6 +23,38 @@ HELD_OUT = "held-out"  # a finished run scored on another split than test (a swe
 _SWEEP_LR_TRIAL = re.compile(r"lr-[0-9.e+-]+")  # steer_cli.sweep's names for validation trials
 
 
+@dataclass(frozen=True)
+class Judging:
+    """How a judged (``alpaca``) score was measured: the judge, what it was compared with, and on
+    which instructions; what makes two win rates comparable, beyond the variant."""
+
+    judge: str | None
+    reference: str | None
+    instructions: str | None
+    n: int | None
+
+    @classmethod
+    def read(cls, summary: dict) -> Judging:
+        """From ``steer eval --instructions``'s summary.json (None where it does not say)."""
+        n = summary.get("n_total")
+        return cls(
+            summary.get("judge"),
+            summary.get("reference_generator"),
+            summary.get("instructions"),
+            n if isinstance(n, int) else None,
+        )
+
+    def describe(self) -> str:
+        """``judged by smollm2-135m against Llama-3.1-8B (base) on everyday (40)``."""
+        where = self.instructions or "unrecorded instructions"
+        if self.n is not None:
+            where += f" ({self.n})"
+        return (
+            f"judged by {self.judge or 'an unrecorded judge'} against "
+            f"{self.reference or 'an unrecorded reference'} on {where}"
+        )
+
+
 @dataclass
 class Record:
     """One run directory as found on disk."""
@@ -38,6 +70,8 @@ class Record:
     params: float | None = None  # trainable share of the base model, %
     split: str = "test"  # the split ``score`` was measured on
     variant: Variant | None = None
+    se: float | None = None  # alpaca: the LC win rate's standard error (AlpacaEval's)
+    judging: Judging | None = None  # alpaca: how the score was judged
 
 
 def task_key(name: str) -> str:
@@ -171,11 +205,14 @@ def _read_run(directory: Path) -> Record:
         return Record(str(directory), "failed", f"unreadable results: {err}")
     task = task_key(results.get("task") or config.get("data", {}).get("task", "?"))
     score = 100.0 * accuracy
+    se = judging = None
     split = scored_split(directory, config, results)
     if task == "alpaca" and split == "test":  # Table 3's figure is the judged LC win rate
         judged = directory / ALPACA_SUMMARY
         try:
-            score = json.loads(judged.read_text())["length_controlled_winrate"]
+            summary = json.loads(judged.read_text())
+            score = summary["length_controlled_winrate"]
+            se, judging = summary.get("lc_standard_error"), Judging.read(summary)
         except FileNotFoundError:
             return Record(
                 str(directory),
@@ -202,4 +239,6 @@ def _read_run(directory: Path) -> Record:
         params=results.get("trainable_percent"),
         split=split,
         variant=variant,
+        se=se if isinstance(se, int | float) else None,
+        judging=judging,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 
 from steer_cli.compare.paper import check_paper, with_paper
-from steer_cli.compare.rows import Cell, Comparison, Row, order_columns
+from steer_cli.compare.rows import JUDGED, Cell, Comparison, Row, order_columns
 from steer_cli.compare.runs import Record
 from steer_cli.errors import SteerError
 
@@ -16,42 +16,59 @@ def build_rows(
     records: list[Record], *, baseline: str | None = None, paper: str | None = None
 ) -> Comparison:
     """The task columns and the rows (test scores only, with paper rows beside matching ones)."""
-    groups: dict[tuple[str, str], dict[str, list[float]]] = {}
+    groups: dict[tuple[str, str], dict[str, list[Record]]] = {}
     params: dict[tuple[str, str], list[float]] = {}
     variants = {}
     for r in records:
         if r.status != "ok":  # failed, unfinished, or scored on another split than test
             continue
         key = (r.model, r.label)
-        groups.setdefault(key, {}).setdefault(r.task, []).append(r.score)
+        groups.setdefault(key, {}).setdefault(r.task, []).append(r)
         variants.setdefault(key, r.variant)
         if r.params is not None:
             params.setdefault(key, []).append(r.params)
 
     rows = []
+    notes: list[str] = []
     for (model, label), by_task in sorted(groups.items()):
-        cells = {
-            task: Cell(
-                mean=statistics.fmean(scores),
-                std=statistics.stdev(scores) if len(scores) > 1 else None,
-                n=len(scores),
-            )
-            for task, scores in by_task.items()
-        }
+        cells = {task: _cell(runs) for task, runs in by_task.items()}
+        for task, runs in by_task.items():
+            judgings = {r.judging for r in runs if r.judging is not None}
+            if cells[task].judging is not None:
+                notes.append(f"{JUDGED}{model} {label} ({task}): {cells[task].judging.describe()}")
+            elif len(judgings) > 1:
+                notes.append(
+                    f"{model} {label}: its {task} runs were judged differently: "
+                    + "; ".join(sorted(j.describe() for j in judgings))
+                )
         share = params.get((model, label))
         mean_share = statistics.fmean(share) if share else None
         rows.append(Row(model, label, "runs", mean_share, cells, variant=variants[(model, label)]))
 
     if baseline is not None:
         _add_deltas(rows, baseline)
-    notes: list[str] = []
     decimals = dict(_DECIMALS)
     if paper is not None:
         table = check_paper(paper)
-        rows, notes = with_paper(rows, table)
+        rows, paper_notes = with_paper(rows, table)
+        notes += paper_notes
         decimals.update({task: table.decimals for task in table.tasks})
     columns = order_columns({t for row in rows for t in row.cells})
     return Comparison(columns, rows, notes, decimals)
+
+
+def _cell(runs: list[Record]) -> Cell:
+    """Mean and std over seeds; a single run's own standard error (a judged win rate's) and how
+    it was judged, when all its runs were judged alike."""
+    scores = [r.score for r in runs]
+    judgings = {r.judging for r in runs}
+    return Cell(
+        mean=statistics.fmean(scores),
+        std=statistics.stdev(scores) if len(scores) > 1 else None,
+        n=len(scores),
+        se=runs[0].se if len(runs) == 1 else None,
+        judging=judgings.pop() if len(judgings) == 1 else None,
+    )
 
 
 def _add_deltas(rows: list[Row], baseline: str) -> None:

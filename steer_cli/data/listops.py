@@ -18,9 +18,11 @@ digit. Unlike LRA, the root is always an operator, expressions are unique, and a
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import statistics
+from collections.abc import Container
 from dataclasses import dataclass
 
 OPERATORS: tuple[str, ...] = ("MAX", "MIN", "MED", "SM")
@@ -200,6 +202,7 @@ def _stream(
     branch_p: float,
     max_length: int | None,
     min_length: int | None = None,
+    exclude: Container[str] = frozenset(),
 ) -> list[str]:
     seen: set[str] = set()
     out: list[str] = []
@@ -209,7 +212,7 @@ def _stream(
         text = " ".join(tokens)
         too_long = max_length is not None and len(tokens) > max_length
         too_short = min_length is not None and len(tokens) < min_length
-        if too_long or too_short or text in seen:
+        if too_long or too_short or text in seen or text in exclude:
             misses += 1
             if misses >= _MAX_MISSES:
                 raise ValueError(
@@ -234,6 +237,7 @@ def generate(
     branch_p: float = DEFAULT_BRANCH_P,
     max_length: int | None = None,
     min_length: int | None = None,
+    exclude: Container[str] = frozenset(),
 ) -> list[str]:
     """``count`` unique random expressions, deterministic in all arguments.
 
@@ -245,6 +249,7 @@ def generate(
     - ``max_length``: if set, expressions longer than this many tokens (``[OP``, digits and
       ``]`` each count one, as in LRA) are redrawn.
     - ``min_length``: if set, shorter expressions are redrawn (LRA keeps 500..2000 tokens).
+    - ``exclude``: expressions never to return (redrawn), e.g. every one some train split holds.
 
     The stream is prefix-stable: ``generate(n, ...)`` is the first ``n`` of ``generate(m, ...)``
     for ``m >= n``. Raises ``ValueError`` on bad arguments, or when the space has fewer unique
@@ -253,7 +258,76 @@ def generate(
     if not isinstance(count, int) or count < 0:
         raise ValueError(f"count must be an integer >= 0, got {count!r}")
     _check(depth, arity, branch_p, max_length, min_length)
-    return _stream(count, random.Random(seed), depth, arity, branch_p, max_length, min_length)
+    rng = random.Random(seed)
+    return _stream(count, rng, depth, arity, branch_p, max_length, min_length, exclude)
+
+
+def seed_for(name: str) -> int:
+    """A generator seed named rather than numbered (SHA-256 of ``name``, 64 bits): a stream of
+    its own, which no recipe's ``data.seed`` picks by accident."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
+
+
+def longest(depth: int, arity: int) -> int:
+    """The most tokens an expression of this depth and arity can have: every argument nested,
+    ``[OP`` + ``arity`` arguments + ``]`` at each level."""
+    tokens = arity + 2
+    for _ in range(depth - 1):
+        tokens = arity * tokens + 2
+    return tokens
+
+
+SETTINGS: tuple[str, ...] = ("depth", "arity", "branch_p", "min_length", "max_length")
+"""The generator's settings besides the seed (what ``data.listops`` sets)."""
+
+
+@dataclass(frozen=True)
+class Stream:
+    """The first ``count`` expressions of one seeded generator stream.
+
+    :func:`make_splits` cuts all three splits from one such stream, so every split it makes
+    with sizes summing to at most ``count`` (at this seed and these settings) lies inside.
+    """
+
+    seed: int
+    count: int
+    depth: int = DEFAULT_DEPTH
+    arity: int = DEFAULT_ARITY
+    branch_p: float = DEFAULT_BRANCH_P
+    min_length: int | None = None
+    max_length: int | None = None
+
+    def expressions(self, exclude: Container[str] = frozenset()) -> list[str]:
+        return generate(
+            self.count,
+            seed=self.seed,
+            depth=self.depth,
+            arity=self.arity,
+            branch_p=self.branch_p,
+            max_length=self.max_length,
+            min_length=self.min_length,
+            exclude=exclude,
+        )
+
+    def lengths(self) -> tuple[int, int]:
+        """The fewest and most tokens its expressions can have."""
+        most = longest(self.depth, self.arity)
+        if self.max_length is not None:
+            most = min(most, self.max_length)
+        return max(4, self.min_length or 0), most
+
+    def may_share(self, other: Stream) -> bool:
+        """Whether the two streams can hold a common expression: only if their length windows
+        meet (a digit-only depth-2 expression never has LRA's 500 tokens)."""
+        (lo, hi), (other_lo, other_hi) = self.lengths(), other.lengths()
+        return lo <= other_hi and other_lo <= hi
+
+    def holds(self, sizes: int, *, seed: int, settings: dict) -> bool:
+        """Whether ``make_splits`` with split sizes summing to ``sizes`` at ``seed`` and these
+        generator ``settings`` (every key of :data:`SETTINGS`) cuts its splits from inside this
+        stream."""
+        same = all(settings.get(key) == getattr(self, key) for key in SETTINGS)
+        return same and seed == self.seed and sizes <= self.count
 
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")

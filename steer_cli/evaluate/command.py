@@ -12,12 +12,19 @@ A *target* is a run directory (base model + the run's trained parts, any kind) o
   writes its own files into ``RUN_DIR/eval/alpaca/``.
 
 A harness or paper evaluation writes ``<protocol>-<time>.json`` (``summary`` + the protocol's
-``results``) and, on request, ``<protocol>-<time>.samples.jsonl`` into ``RUN_DIR/eval/`` (or
+``results``, and ``baseline_results`` with ``--baseline``) and, on request,
+``<protocol>-<time>.samples.jsonl`` (and ``.baseline.samples.jsonl``) into ``RUN_DIR/eval/`` (or
 ``--output DIR``).
+
+Like for like: a run is prompted as it was trained (its chat template or none), a plain model as
+lm-eval prompts it (no chat template), so a run's numbers and its base model's from two commands
+may differ by the prompt alone. ``--baseline`` scores the run's base model in the same command,
+under the run's prompts; every table says which prompts it used.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Iterator
@@ -44,6 +51,8 @@ class Target:
     run_dir: Path | None = None
     recipe: object | None = None
     parts: object | None = field(default=None, repr=False)
+    device: str | None = None  # as asked for (None: the run's own, or auto)
+    dtype: str | None = None
 
     @property
     def base_model(self) -> str:
@@ -62,6 +71,31 @@ class Target:
         else:
             yield
 
+    @contextmanager
+    def base(self) -> Iterator[Target]:
+        """The run's base model, with the run's tokenizer: its trained parts off (an SFT run's
+        weights are the trained part: the base model is loaded beside it)."""
+        if self.recipe is None:
+            raise SteerError(f"{self.spec} is a model, not a run: it has no base model")
+        name = self.recipe.model.name
+        if getattr(self.parts, "kind", None) != "sft":
+            with self.parts.disabled():
+                yield Target(name, self.model, self.tokenizer)
+            return
+        from steer_cli import models
+
+        model, tokenizer = models.load_model(
+            name,
+            dtype=self.dtype or self.recipe.model.dtype,
+            device=self.device or self.recipe.model.device,
+        )
+        model.requires_grad_(False)
+        try:
+            yield Target(name, model, tokenizer)
+        finally:
+            del model
+            gc.collect()
+
 
 def load_target(spec: str, *, device: str | None = None, dtype: str | None = None) -> Target:
     """A run directory (it has ``config.yaml``) or anything ``models.load_model`` takes."""
@@ -72,19 +106,22 @@ def load_target(spec: str, *, device: str | None = None, dtype: str | None = Non
     if path is not None:
         recipe = read_config(path)
         model, tokenizer, parts = load_run(path, device=device, dtype=dtype)
-        return Target(spec, model, tokenizer, run_dir=path, recipe=recipe, parts=parts)
+        return Target(spec, model, tokenizer, path, recipe, parts=parts, device=device, dtype=dtype)
     model, tokenizer = models.load_model(spec, dtype=dtype or "auto", device=device or "auto")
     model.requires_grad_(False)
-    return Target(spec, model, tokenizer)
+    return Target(spec, model, tokenizer, device=device, dtype=dtype)
 
 
 def run_dir_of(spec: str) -> Path | None:
     """The run directory ``spec`` names, None for a model name or model directory; anything else
-    (a missing path, a folder that is neither) is an error before any model loads."""
+    (a missing path, a folder that is neither, a run without its trained parts) is an error
+    before any model loads."""
     from steer_cli import models
+    from steer_cli.runs import check_finished
 
     path = Path(spec).expanduser()
     if rundir.is_run_dir(path):
+        check_finished(path)
         return path
     if path.is_dir() and not (path / "config.json").is_file():
         raise SteerError(
@@ -145,15 +182,29 @@ def summary(target: Target, protocol: str, **fields) -> dict:
     }
 
 
+@dataclass
+class Evaluation:
+    """One protocol's outcome: the summary a script reads, the protocol's full results, the
+    per-sample records, and (``--baseline``) the base model's results under the same prompts."""
+
+    record: dict
+    results: dict
+    samples: list[dict]
+    baseline_results: dict | None = None
+    baseline_samples: list[dict] | None = None
+
+
 def run_harness(
     target: Target,
     tasks: list[str],
     *,
     apply_chat_template: bool | None,
+    baseline: bool = False,
     **options,
-) -> tuple[dict, dict, list[dict]]:
-    """``(summary, lm-eval results, samples)``. ``apply_chat_template`` None: as the run was
-    trained (its recipe's ``data.chat_template``), off for a plain model (lm-eval's default)."""
+) -> Evaluation:
+    """lm-eval on ``target``. ``apply_chat_template`` None: as the run was trained (its recipe's
+    ``data.chat_template``), off for a plain model (lm-eval's default). ``baseline``: also the
+    run's base model, same tasks, options and prompts."""
     from steer_cli.evaluate import harness
 
     if apply_chat_template is None:
@@ -167,12 +218,19 @@ def run_harness(
             apply_chat_template=apply_chat_template,
             **options,
         )
+    base_results = None
+    if baseline:
+        with target.base() as base:
+            base_results = harness.evaluate(
+                base.model,
+                base.tokenizer,
+                tasks,
+                apply_chat_template=apply_chat_template,
+                **options,
+            )
     seconds = time.perf_counter() - start
-    samples = [
-        {"task": task, **record}
-        for task, records in (results.pop("samples", None) or {}).items()
-        for record in records
-    ]
+    samples = _samples(results)
+    base_samples = _samples(base_results) if base_results is not None else None
     record = summary(
         target,
         "harness",
@@ -184,7 +242,22 @@ def run_harness(
         apply_chat_template=apply_chat_template,
         seconds=round(seconds, 3),
     )
-    return record, results, samples
+    if base_results is not None:
+        record["baseline"] = {
+            "model": target.base_model,
+            "metrics": harness.metrics(base_results),
+            "n_samples": harness.sample_counts(base_results),
+        }
+    return Evaluation(record, results, samples, base_results, base_samples)
+
+
+def _samples(results: dict) -> list[dict]:
+    """lm-eval's per-task samples (taken out of ``results``), one record each."""
+    return [
+        {"task": task, **record}
+        for task, records in (results.pop("samples", None) or {}).items()
+        for record in records
+    ]
 
 
 def _run_chat(target: Target) -> bool:
@@ -196,13 +269,16 @@ def _run_chat(target: Target) -> bool:
 
 
 def run_paper(
-    target: Target, *, limit: int | None = None, batch_size: int | None = None
-) -> tuple[dict, dict, list[dict]]:
+    target: Target,
+    *,
+    limit: int | None = None,
+    batch_size: int | None = None,
+    baseline: bool = False,
+) -> Evaluation:
     """The run's own evaluation (as at the end of ``steer train``) on its recipe's test split:
-    ``(summary, {accuracy, correct, total}, one record per example)``."""
-    from steer_cli.data.encode import prompt_token_ids
+    results ``{accuracy, correct, total}`` and one sample per example. ``baseline``: also the
+    run's base model on the same prompts (what ``results.json`` calls ``before``)."""
     from steer_cli.data.tasks import load_splits, task_for
-    from steer_cli.evaluate.generation import evaluate_accuracy
 
     recipe = target.recipe
     if recipe is None:
@@ -213,19 +289,19 @@ def run_paper(
     task = task_for(recipe.data)
     test = load_splits(task, recipe.data)["test"][:limit]
     chat = _run_chat(target)
-    prompts = [prompt_token_ids(target.tokenizer, ex.prompt, chat) for ex in test]
+    options = dict(
+        max_new_tokens=recipe.eval.max_new_tokens or task.max_new_tokens,
+        batch_size=batch_size or recipe.eval.batch_size,
+    )
     start = time.perf_counter()
     with target.evaluating():
-        results, records = evaluate_accuracy(
-            target.model,
-            target.tokenizer,
-            task,
-            test,
-            prompts,
-            max_new_tokens=recipe.eval.max_new_tokens or task.max_new_tokens,
-            batch_size=batch_size or recipe.eval.batch_size,
-        )
+        results, records = _accuracy(target, task, test, chat, **options)
+    base_results = None
+    if baseline:
+        with target.base() as base:
+            base_results, _ = _accuracy(base, task, test, chat, **options)
     seconds = time.perf_counter() - start
+    trained = _trained_results(target.run_dir)
     record = summary(
         target,
         "paper",
@@ -233,41 +309,77 @@ def run_paper(
         metrics={task.name: {"acc,paper": results["accuracy"]}},
         n_samples={task.name: results["total"]},
         limit=limit,
-        trained_accuracy=_trained_accuracy(target.run_dir),
+        apply_chat_template=chat,
+        trained_accuracy=trained.get("after"),
+        trained_before=trained.get("before"),
         seconds=round(seconds, 3),
     )
-    return record, results, records
+    if base_results is not None:
+        record["baseline"] = {
+            "model": target.base_model,
+            "metrics": {task.name: {"acc,paper": base_results["accuracy"]}},
+            "n_samples": {task.name: base_results["total"]},
+        }
+    return Evaluation(record, results, records, base_results)
 
 
-def _trained_accuracy(run_dir: Path) -> float | None:
-    """The test accuracy the run recorded at the end of training (results.json), if any."""
+def _accuracy(target: Target, task, test: list, chat: bool, **options) -> tuple[dict, list]:
+    from steer_cli.data.encode import prompt_token_ids
+    from steer_cli.evaluate.generation import evaluate_accuracy
+
+    prompts = [prompt_token_ids(target.tokenizer, ex.prompt, chat) for ex in test]
+    return evaluate_accuracy(target.model, target.tokenizer, task, test, prompts, **options)
+
+
+def _trained_results(run_dir: Path) -> dict[str, float]:
+    """The test accuracies the run recorded in training (results.json): ``after``, and
+    ``before`` (its base model, same prompts) where the recipe's ``eval.before`` asked."""
     path = run_dir / rundir.RESULTS
     try:
-        return json.loads(path.read_text())["eval"]["after"]["accuracy"]
+        scores = json.loads(path.read_text())["eval"]
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return {}
+    out = {}
+    for key in ("after", "before"):
+        value = (scores.get(key) or {}).get("accuracy") if isinstance(scores, dict) else None
+        if isinstance(value, int | float):
+            out[key] = value
+    return out
 
 
-def write_outputs(
-    out_dir: Path, record: dict, results: dict, samples: list[dict] | None
-) -> list[Path]:
+def write_outputs(out_dir: Path, evaluation: Evaluation, *, samples: bool) -> list[Path]:
     """``<protocol>-<time>.json`` (+ ``.samples.jsonl``), each written atomically."""
+    record = evaluation.record
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     stem = out_dir / f"{record['protocol']}-{stamp}"
     main = stem.with_name(stem.name + ".json")
-    document = {"summary": record, "results": results}
+    document = {"summary": record, "results": evaluation.results}
+    if evaluation.baseline_results is not None:
+        document["baseline_results"] = evaluation.baseline_results
     write_text(main, json.dumps(document, indent=2, default=_jsonable) + "\n")
     written = [main]
-    if samples is not None:
-        path = stem.with_name(stem.name + ".samples.jsonl")
-        write_text(path, "".join(json.dumps(s, default=_jsonable) + "\n" for s in samples))
-        written.append(path)
+    if samples:
+        kept = [("samples", evaluation.samples), ("baseline.samples", evaluation.baseline_samples)]
+        for name, records in kept:
+            if records is None:
+                continue
+            path = stem.with_name(f"{stem.name}.{name}.jsonl")
+            write_text(path, "".join(json.dumps(r, default=_jsonable) + "\n" for r in records))
+            written.append(path)
     return written
 
 
+def prompts_text(record: dict) -> str:
+    """Which prompts a summary's numbers were measured with: a run's and a model's numbers are
+    comparable only under the same ones."""
+    chat = record.get("apply_chat_template")
+    return "prompts unrecorded" if chat is None else "chat template" if chat else "no chat template"
+
+
 def table(record: dict):
-    """The terminal view of a summary: one row per task and metric, stderr beside its value."""
+    """The terminal view of a summary: one row per task and metric, stderr beside its value, and
+    with ``--baseline`` the base model's value and the difference; the title says the prompts."""
     from rich import box
     from rich.table import Table
 
@@ -275,9 +387,15 @@ def table(record: dict):
     title = f"steer eval · {record['protocol']} · {what}"
     if record["method"]:
         title += f" ({record['method']} on {record['model']})"
+    title += f" · {prompts_text(record)}"
+    base = record.get("baseline")
     out = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("task", "metric", "filter", "value", "± stderr", "n"):
-        out.add_column(column, justify="right" if column in ("value", "± stderr", "n") else "left")
+    columns = ["task", "metric", "filter", "value", "± stderr"]
+    columns += ["base", "Δ"] if base else []
+    for column in [*columns, "n"]:
+        out.add_column(
+            column, justify="left" if column in ("task", "metric", "filter") else "right"
+        )
     for task, values in record["metrics"].items():
         n = record["n_samples"].get(task)
         for key, value in values.items():
@@ -285,18 +403,28 @@ def table(record: dict):
             if metric.endswith("_stderr"):
                 continue
             stderr = values.get(f"{metric}_stderr,{filt}")
-            out.add_row(
-                task,
-                metric,
-                filt,
-                f"{value:.4f}",
-                f"{stderr:.4f}" if isinstance(stderr, int | float) else "",
-                "" if n is None else str(n),
-            )
+            cells = [task, metric, filt, f"{value:.4f}", _number(stderr)]
+            if base:
+                theirs = base["metrics"].get(task, {}).get(key)
+                delta = value - theirs if isinstance(theirs, int | float) else None
+                cells += [_number(theirs), "" if delta is None else f"{delta:+.4f}"]
+            out.add_row(*cells, "" if n is None else str(n))
+    caption = []
+    if base:
+        caption.append(f"base: {base['model']}, the run's base model, same prompts and options")
     if record.get("trained_accuracy") is not None:
-        out.caption = f"results.json (end of training): {record['trained_accuracy']:.4f}"
+        line = f"results.json (end of training): {record['trained_accuracy']:.4f}"
+        if record.get("trained_before") is not None:
+            line += f", before training: {record['trained_before']:.4f}"
+        caption.append(line)
+    if caption:
+        out.caption = "\n".join(caption)
         out.caption_justify = "left"
     return out
+
+
+def _number(value) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else ""
 
 
 def _jsonable(value):

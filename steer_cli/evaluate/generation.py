@@ -2,10 +2,73 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 import torch
+
+# Greedy means the argmax of the model's next-token distribution, every step, until an EOS id or
+# the token budget. These are every generation setting a checkpoint's generation_config.json may
+# hold that would change a token or the stop (penalties, n-gram bans, forced or suppressed
+# tokens, other decoding modes), each at the value that turns it off. They go to generate() as
+# keyword arguments: those win over the checkpoint's values, where a GenerationConfig passed in
+# has its unset (None) fields filled from the checkpoint's.
+_GREEDY = {
+    "do_sample": False,
+    "num_beams": 1,
+    "num_beam_groups": 1,
+    "num_return_sequences": 1,
+    "temperature": None,
+    "top_p": None,
+    "top_k": None,
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "bad_words_ids": None,
+    "sequence_bias": None,
+    "min_length": 0,
+    "min_new_tokens": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "exponential_decay_length_penalty": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "guidance_scale": None,
+    "renormalize_logits": False,
+    "remove_invalid_values": False,
+    "watermarking_config": None,
+    "penalty_alpha": None,
+    "dola_layers": None,
+    "prompt_lookup_num_tokens": None,
+    "constraints": None,
+    "force_words_ids": None,
+    "token_healing": False,
+    "max_time": None,
+    "stop_strings": None,
+    "max_length": None,
+}
+
+
+def eos_ids(model, tokenizer) -> list[int]:
+    """The ids that end an answer: the tokenizer's EOS (what training appends to every target)
+    and each of the checkpoint's ``generation_config.eos_token_id`` (often a list, e.g. with an
+    end-of-turn token), in that order."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    listed = configured if isinstance(configured, list | tuple) else [configured]
+    return list(dict.fromkeys(i for i in [tokenizer.eos_token_id, *listed] if i is not None))
+
+
+def greedy_kwargs(model, tokenizer, max_new_tokens: int) -> dict:
+    """``generate()`` keyword arguments for plain greedy decoding (see ``_GREEDY``)."""
+    from transformers import GenerationConfig
+
+    known = GenerationConfig().__dict__
+    return {
+        **{key: value for key, value in _GREEDY.items() if key in known},
+        "max_new_tokens": max_new_tokens,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": eos_ids(model, tokenizer),
+    }
 
 
 def generate(
@@ -46,24 +109,16 @@ def generate_ids(
 ) -> list[list[int]]:
     """:func:`generate`'s greedy continuations as token ids, cut after the first EOS (kept) and
     without padding: what ``steer oracle`` teacher-forces, where re-tokenizing text would not
-    give back the same tokens."""
+    give back the same tokens. Greedy whatever the checkpoint's generation_config says
+    (:func:`greedy_kwargs`); any of :func:`eos_ids` ends an answer."""
     from steer_cli.engine.attach import prompt_span
 
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
-    config = copy.deepcopy(model.generation_config)
-    config.update(
-        do_sample=False,
-        temperature=None,
-        top_p=None,
-        top_k=None,
-        max_new_tokens=max_new_tokens,
-        pad_token_id=pad_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    settings = greedy_kwargs(model, tokenizer, max_new_tokens)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     outputs: list[list[int]] = [[] for _ in prompts]
-    eos = tokenizer.eos_token_id
+    eos = set(settings["eos_token_id"])
     was_training = model.training
     model.eval()
     try:
@@ -78,9 +133,7 @@ def generate_ids(
                 torch.nn.utils.parametrize.cached(),
             ):
                 generated = model.generate(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    generation_config=config,
+                    input_ids=ids.to(device), attention_mask=mask.to(device), **settings
                 )
             for i, row in zip(order[start : start + batch_size], generated, strict=True):
                 outputs[i] = _until_eos(row[ids.shape[1] :].tolist(), eos, pad_id)
@@ -91,11 +144,12 @@ def generate_ids(
     return outputs
 
 
-def _until_eos(tokens: list[int], eos: int | None, pad_id: int) -> list[int]:
+def _until_eos(tokens: list[int], eos: set[int], pad_id: int) -> list[int]:
     """Cut a generated row after its first EOS; without one, drop the padding that ``generate``
     appends to rows that finished before the others (pad may equal EOS)."""
-    if eos is not None and eos in tokens:
-        return tokens[: tokens.index(eos) + 1]
+    for i, token in enumerate(tokens):
+        if token in eos:
+            return tokens[: i + 1]
     while tokens and tokens[-1] == pad_id:
         tokens = tokens[:-1]
     return tokens

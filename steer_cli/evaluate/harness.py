@@ -6,10 +6,14 @@ the meaning ``engine/positions.py`` gives it and ``evaluate.scoring`` / ``evalua
 use:
 
 - log-likelihood (right-padded ``(context + continuation)[:-1]``, no attention mask): the span
-  is ``[0, len(context))`` of each row, after lm-eval's left truncation. ``_model_call`` only
-  sees the padded batch, so requests that need a span are handed to HFLM in groups of one input
-  length (no padding), and an input occurring with two context lengths goes to separate groups:
-  each row's span is then read off its tokens, unambiguously.
+  is ``[0, prompt)`` of each row, after lm-eval's left truncation, where ``prompt`` counts the
+  tokens of the request's context *string* as training encodes a prompt (:meth:`SteeredLM.
+  prompt_length`). That is not always lm-eval's ``context_enc``: ``_encode_pair`` moves the
+  context's trailing whitespace into the continuation, so a chat context ending in
+  ``assistant\n`` (or a prompt ending in ``\n``) would otherwise be steered one token early.
+  ``_model_call`` only sees the padded batch, so requests that need a span are handed to HFLM in
+  groups of one input length (no padding), and an input occurring with two prompt lengths goes
+  to separate groups: each row's span is then read off its tokens, unambiguously.
 - generation (left-padded, KV cache): the span is each row's non-pad columns.
 
 Adapters on ``all`` positions need no span, and HFLM runs unchanged.
@@ -67,7 +71,8 @@ class SteeredLM(HFLM):
         if not self.needs_span:
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
         results: list = [None] * len(requests)
-        for lengths, indices in span_groups(requests, self.max_length):
+        prompts = [self.prompt_length(request) for request in requests]
+        for lengths, indices in span_groups(requests, self.max_length, prompts):
             self._context_lengths = lengths
             try:
                 out = super()._loglikelihood_tokens(
@@ -78,6 +83,28 @@ class SteeredLM(HFLM):
             for i, answer in zip(indices, out, strict=True):
                 results[i] = answer
         return results
+
+    def prompt_length(self, request: tuple) -> int:
+        """How many leading tokens of a request's model input are its prompt, as training counts
+        them: the context string's own tokens (``data.encode`` encodes the prompt on its own).
+
+        lm-eval's ``context_enc`` lacks the context's trailing whitespace (``_encode_pair`` moves
+        it into the continuation, for word-boundary tokenization); the tokens it became still
+        belong to the prompt. They are the continuation's first tokens that equal the context's
+        own encoding at the same columns. A token that straddles the boundary (``" yes"`` from a
+        context ending in a space) is no prompt token. Rolling windows and empty contexts
+        (no context string) keep lm-eval's split.
+        """
+        key, context, continuation = request
+        text = key[0] if isinstance(key, tuple) and key and isinstance(key[0], str) else ""
+        n = len(context)
+        if not text or text == text.rstrip():
+            return n
+        own = self.tok_encode(text)
+        full = list(context) + list(continuation)
+        while n < min(len(own), len(full)) and full[n] == own[n]:
+            n += 1
+        return n
 
     def _model_call(self, inps: torch.Tensor, attn_mask=None, labels=None) -> torch.Tensor:
         if not self.needs_span:
@@ -113,20 +140,22 @@ class SteeredLM(HFLM):
 
 
 def span_groups(
-    requests: Sequence[tuple], max_length: int
+    requests: Sequence[tuple], max_length: int, prompts: Sequence[int] | None = None
 ) -> Iterator[tuple[dict[tuple[int, ...], int], list[int]]]:
     """Requests ``(key, context_ids, continuation_ids)`` in groups HFLM can batch without
-    padding: ``({model input: context length in it}, request indices)`` per group.
+    padding: ``({model input: prompt length in it}, request indices)`` per group.
 
     The model input is lm-eval's ``(context + continuation)[-(max_length + 1):][:-1]``; the
-    context length is what is left of the context after that left truncation.
+    prompt length is what is left of each request's prompt (``prompts``, default: its context)
+    after that left truncation.
     """
     groups: dict[int, list[tuple[dict[tuple[int, ...], int], list[int]]]] = {}
     for index, (_, context, continuation) in enumerate(requests):
         full = list(context) + list(continuation)
         inp = tuple(full[-(max_length + 1) :][:-1])
         dropped = max(0, len(full) - (max_length + 1))
-        ctx = max(0, len(context) - dropped)
+        prompt = len(context) if prompts is None else prompts[index]
+        ctx = max(0, prompt - dropped)
         for lengths, indices in groups.setdefault(len(inp), []):
             if lengths.get(inp, ctx) == ctx:
                 lengths[inp] = ctx
@@ -280,6 +309,8 @@ def evaluate(
                 task_manager=manager,
                 **seeds,
             )
+        except SteerError as err:
+            raise _with_data_hint(err, tasks, data or {}) from None
         except OSError as exc:  # datasets' ConnectionError included
             if not offline:
                 raise
@@ -292,6 +323,27 @@ def evaluate(
     if results is None:  # pragma: no cover - only for non-zero ranks of a distributed run
         raise SteerError("lm-eval returned no results")
     return results
+
+
+def _with_data_hint(err: SteerError, tasks: Sequence[str], data: dict[str, str]) -> SteerError:
+    """A bundled task's data error, with the hint in ``steer eval``'s terms: the data layer
+    speaks of recipe keys (``data.path=DIR``), which ``steer eval`` takes as ``--data``."""
+    from steer_cli.data.tasks import get_task
+
+    wanted = list(BUNDLED) if BUNDLED_GROUP in tasks else [t for t in tasks if t in BUNDLED]
+    for name in wanted:
+        spec = get_task(BUNDLED[name])
+        if name in data or spec.name in data or not spec.source:
+            continue
+        if err.message.startswith(f"cannot load the dataset {spec.source}"):
+            fields = f" ({', '.join(spec.fields)})" if spec.fields else ""
+            return SteerError(
+                err.message,
+                f"download it where there is a network, or pass local files in the hub's "
+                f"schema{fields}: --data {name}=DIR (one file per split: train.jsonl, "
+                f"validation.jsonl, ...)",
+            )
+    return err
 
 
 def metrics(results: dict) -> dict[str, dict[str, float]]:

@@ -8,7 +8,8 @@
 2. the target's outputs, greedy and batched (:func:`steer_cli.evaluate.generation.generate`), in
    the prompt format the run was trained with: the Alpaca template for an ``alpaca`` run, the bare
    instruction otherwise, each in the chat template when the run's ``data.chat_template`` says so
-   (a model name: the bare instruction, in its chat template if it has one);
+   (a model name: the bare instruction, in its chat template if it has one); a joint run in its
+   recipe's ``eval.joint_mode``, as training, the harness and ``steer compare`` evaluate it;
 3. the reference's outputs: another run's or model's (generated the same way), an AlpacaEval
    outputs JSON, or by default the run's base model prompted exactly as the run;
 4. a pairwise judge (:mod:`steer_cli.evaluate.judge`) on both presentation orders, averaged;
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from steer_cli.data.sources import FORMATS
 from steer_cli.errors import SteerError
+from steer_cli.evaluate.command import Target, load_target
 
 HUB_REPO = "tatsu-lab/alpaca_eval"
 HUB_FILE = "alpaca_eval.json"  # the `alpaca_eval` config's `eval` split: 805 instructions
@@ -158,7 +160,7 @@ class Generator:
     prompted."""
 
     name: str
-    load: Callable[[], tuple]  # -> (model, tokenizer)
+    load: Callable[[], Target]  # the model as it is evaluated: Target.evaluating()
     style: str  # "alpaca" (the Alpaca template) or "plain" (the instruction itself)
     chat_template: bool | str  # a recipe's data.chat_template: true, false or "auto"
     base: str | None = None  # a run's base model
@@ -172,21 +174,19 @@ def resolve_generator(
 
     path = run_dir_of(target)
     if path is not None:
-        from steer_cli.runs import load_run, read_config
+        from steer_cli.runs import read_config
 
         recipe = read_config(path)
         return Generator(
             name=path.resolve().name,
-            load=lambda: load_run(path, device=device, dtype=dtype)[:2],
+            load=lambda: load_target(str(path), device=device, dtype=dtype),
             style="alpaca" if recipe.data.task == "alpaca" else "plain",
             chat_template=recipe.data.chat_template,
             base=recipe.model.name,
         )
-    from steer_cli import models
-
     return Generator(
         name=target,
-        load=lambda: models.load_model(target, device=device or "auto", dtype=dtype or "auto"),
+        load=lambda: load_target(target, device=device, dtype=dtype),
         style="plain",
         chat_template="auto",
     )
@@ -212,20 +212,24 @@ def generate_outputs(
     from steer_cli.evaluate.generation import generate
     from steer_cli.report import StepProgress
 
-    model, tokenizer = generator.load()
+    loaded = generator.load()
+    tokenizer = loaded.tokenizer
     chat = uses_chat_template(tokenizer, generator.chat_template)
     prompts = [prompt_token_ids(tokenizer, prompt_text(r, generator.style), chat) for r in rows]
     every = max(1, len(rows) // 4)
-    with StepProgress(f"generate {generator.name}", len(rows), every=every) as bar:
+    with (
+        StepProgress(f"generate {generator.name}", len(rows), every=every) as bar,
+        loaded.evaluating(),
+    ):
         texts = generate(
-            model,
+            loaded.model,
             tokenizer,
             prompts,
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
             on_batch=lambda n: bar.advance(n),
         )
-    del model
+    del loaded
     gc.collect()
     records = [
         _record(row, text.strip(), generator.name) for row, text in zip(rows, texts, strict=True)
@@ -409,11 +413,13 @@ def summary_table(summary: dict):
     )
     table.add_column("", style="bold")
     table.add_column("", justify="right")
-    se = summary.get("standard_error")
-    table.add_row(
-        "win rate", f"{summary['win_rate']:.2f}% ± {se:.2f}" if se is not None else pct("win_rate")
-    )
-    table.add_row("LC win rate", pct("length_controlled_winrate"))
+
+    def with_se(key: str, se_key: str) -> str:
+        se = summary.get(se_key)
+        return pct(key) if se is None else f"{summary[key]:.2f}% ± {se:.2f}"
+
+    table.add_row("win rate", with_se("win_rate", "standard_error"))
+    table.add_row("LC win rate", with_se("length_controlled_winrate", "lc_standard_error"))
     table.add_row(
         "wins / losses / draws",
         f"{summary['n_wins']} / {summary['n_wins_base']} / {summary['n_draws']}",

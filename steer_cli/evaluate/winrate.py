@@ -6,7 +6,8 @@ A preference is P(the model's output is better than the reference's) for one ins
 
 - ``win_rate``: the mean preference (so a tie counts half);
 - ``standard_error``: the preferences' sample standard deviation (ddof 1) over sqrt(n);
-- ``length_controlled_winrate``: what the win rate would be if both outputs had the same length.
+- ``length_controlled_winrate``: what the win rate would be if both outputs had the same length;
+- ``lc_standard_error``: its standard error, the way AlpacaEval computes it (below).
 
 AlpacaEval 2.0 fits a logistic GLM ``preference ~ tanh(delta / std(delta)) +
 instruction_difficulty + not_gamed_baseline`` (delta: the difference of the two outputs' lengths
@@ -17,6 +18,17 @@ parts, which do not exist offline or for other instruction sets: an unpenalized 
 fit with soft labels of ``preference ~ b + w * tanh(delta / std(delta))`` (delta = model length
 minus reference length, std with ddof 1), by Newton's method (= IRLS), and LC = sigmoid(b): with
 no per-instruction term the prediction at delta = 0 is the same for every instruction.
+
+**LC standard error.** AlpacaEval 2.0 reports ``lc_standard_error`` as the standard error of the
+mean of the per-instruction length-controlled predictions (their sample std, ddof 1, over
+sqrt(n)), which differ through its per-instruction difficulty term. Ours carry that
+per-instruction part in the instruction's own residual: the per-instruction length-controlled
+preference is ``q_i = LC + (p_i - mu_i)``, ``mu_i = s(b + w tanh(delta_i / std(delta)))`` the
+fit at the instruction's own length difference, i.e. its preference with the fitted length
+effect taken out. At the fit, sum(p_i - mu_i) = 0 (the intercept's score equation), so mean(q)
+is LC, and ``lc_standard_error = 100 * std(q, ddof=1) / sqrt(n)``. With no length effect
+(w = 0) it is the raw win rate's standard error; the more of the preferences length explains,
+the smaller it is. (Taking AlpacaEval's formula literally on our fit would give 0 always.)
 """
 
 from __future__ import annotations
@@ -84,10 +96,13 @@ def win_rate_stats(
     length = np.tanh(delta / spread) if spread > 0 else np.zeros(n)
     intercept, slope = logistic_fit(np.column_stack([np.ones(n), length]), p)
     lc = 1.0 / (1.0 + math.exp(-intercept))
+    fitted = 1.0 / (1.0 + np.exp(-(intercept + slope * length)))
+    per_instruction = lc + (p - fitted)  # each preference, its fitted length effect taken out
     return {
         "win_rate": 100 * float(p.mean()),
-        "standard_error": 100 * float(p.std(ddof=1) / math.sqrt(n)) if n > 1 else None,
+        "standard_error": _sem(p),
         "length_controlled_winrate": 100 * lc,
+        "lc_standard_error": _sem(per_instruction),
         "n_wins": int(np.sum(p > 0.5 + _TIE)),
         "n_wins_base": int(np.sum(p < 0.5 - _TIE)),
         "n_draws": int(np.sum(np.abs(p - 0.5) <= _TIE)),
@@ -100,3 +115,9 @@ def win_rate_stats(
             "delta_length_std": spread,
         },
     }
+
+
+def _sem(values: np.ndarray) -> float | None:
+    """The standard error of the mean in %: sample std (ddof 1) over sqrt(n); None for n < 2."""
+    n = len(values)
+    return 100 * float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else None

@@ -14,19 +14,31 @@ ENERGY_LEVELS = (0.9, 0.99)
 RTOL = 1e-6  # singular values below this share of the largest are float32 rounding
 
 
-def mlp_share(
+def mlp_share_of_update(
     mlp_out: torch.Tensor, block_in: torch.Tensor, block_out: torch.Tensor
 ) -> torch.Tensor:
-    """Per token, ``||MLP output|| / ||block update||`` with update ``O - I`` (the paper's Fig. 2):
-    the share of what the block adds to the residual stream that a post-MLP site can see.
-
-    ``O - I`` is attention's and the MLP's writes together (after Gemma's sandwich norms, since
+    """Per token, ``||m|| / ||O - I||``: the MLP write ``m`` against the block's whole update
+    ``O - I = a + m`` (attention's write ``a`` and the MLP's, after Gemma's sandwich norms, since
     ``mlp_out`` is the ``mlp_output`` site's tensor). Tokens whose update is exactly 0 are dropped.
+
+    Not a share in [0, 1]: where ``a`` and ``m`` point apart they partly cancel, the update is
+    shorter than ``m`` alone and the ratio exceeds 1 (on a quarter to a third of SmolLM2's
+    tokens). So its mean is not the paper's 40-70%; :func:`mlp_share_of_writes` is.
     """
     update = (block_out.double() - block_in.double()).norm(dim=-1)
     mlp = mlp_out.double().norm(dim=-1)
     keep = update > 0
     return mlp[keep] / update[keep]
+
+
+def mlp_share_of_writes(mlp_out: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
+    """Per token, ``||m|| / (||a|| + ||m||)``: the MLP's part of the magnitude the two branches
+    write, in [0, 1] (the paper's Fig. 2 reading: "MLP outputs account for only 40-70% of total
+    block output magnitude"), which a post-MLP site sees. Tokens with no write are dropped."""
+    mlp = mlp_out.double().norm(dim=-1)
+    total = attn_out.double().norm(dim=-1) + mlp
+    keep = total > 0
+    return mlp[keep] / total[keep]
 
 
 @dataclass
@@ -81,8 +93,9 @@ class LinearMap:
     weight: torch.Tensor  # [d_in, d_out]
     mean_in: torch.Tensor
     mean_out: torch.Tensor
-    r2: float
-    """Share of the target's variance (about its mean) the fit explains, on the fitted tokens."""
+    r2: float | None
+    """Share of the target's variance (about its mean) the fit explains, on the fitted tokens;
+    ``None`` when the target does not vary (an oracle that is 0: nothing to explain)."""
 
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
         w = self.weight.to(h.dtype)
@@ -121,7 +134,7 @@ def fit_linear(
             weight = full @ top @ top.T
         # ||Y - XW||^2 = ||Y||^2 - 2 tr(W^T X^T Y) + tr(W^T X^T X W)
         explained = 2 * float((weight * cross).sum()) - float((weight * (gram @ weight)).sum())
-        r2 = 1.0 - max(y_energy - explained, 0.0) / variance if variance > 0 else 1.0
+        r2 = 1.0 - max(y_energy - explained, 0.0) / variance if variance > 0 else None
         maps.append(LinearMap(weight.float(), mean_in.float(), mean_out.float(), r2))
     return maps
 
@@ -155,8 +168,10 @@ def _angles(qa: torch.Tensor, qb: torch.Tensor) -> torch.Tensor:
 class Expressivity:
     """Theorem 3.1: how well a linear post-block steer ``O B`` can match a post-MLP steer ``T``."""
 
-    relative_error: float
-    """``min_B ||T - O B||_F / ||T||_F``: what of ``T`` lies outside ``col(O)``."""
+    relative_error: float | None
+    """``min_B ||T - O B||_F / ||T||_F``: what of ``T`` lies outside ``col(O)`` (``None`` when
+    ``T = 0``). Exactly 0 whenever ``O`` has as many independent columns as tokens (tokens <=
+    hidden size): then ``col(O)`` is all of token space, whatever ``T`` is."""
     angles: torch.Tensor
     """Principal angles between ``col(T)`` and ``col(O)``, smallest first."""
 
@@ -181,5 +196,5 @@ def expressivity(block_out: torch.Tensor, target: torch.Tensor) -> Expressivity:
     q = column_basis(block_out)
     t = target.double()
     norm = float(t.norm())
-    error = float((t - q @ (q.T @ t)).norm()) / norm if norm > 0 else 0.0
+    error = float((t - q @ (q.T @ t)).norm()) / norm if norm > 0 else None
     return Expressivity(error, _angles(column_basis(t), q))

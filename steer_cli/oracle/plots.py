@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 PLOTS = ("sanity", "mlp_share", "low_rank", "kl_curve", "expressivity")
@@ -58,15 +59,25 @@ def _sanity(plt, result: dict):
 
 
 def _mlp_share(plt, result: dict):
-    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    """Both MLP shares, each in its own panel: the paper's band only beside the one it
+    compares with (``||m|| / (||a|| + ||m||)``, in [0, 1])."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     layers = _layers(result)
-    ax.axhspan(0.4, 0.7, color="0.9", label="paper: 40-70%")
-    ax.plot(layers, [e["mlp_share_base"] for e in result["layers"]], "o-", label="base")
-    ax.plot(layers, [e["mlp_share_ft"] for e in result["layers"]], "s-", label="fine-tuned")
-    ax.set_xlabel("layer")
-    ax.set_ylabel("||MLP write|| / ||O - I||")
-    ax.set_title("MLP share of each block's update (Fig. 2)")
-    ax.legend()
+    shares = [e["mlp_share"] for e in result["layers"]]
+    left.axhspan(0.4, 0.7, color="0.9", label="paper: 40-70%")
+    for who, marker, label in (("base", "o-", "base"), ("ft", "s-", "fine-tuned")):
+        left.plot(layers, [s[who]["of_writes"] for s in shares], marker, label=label)
+        right.plot(layers, [s[who]["of_update"] for s in shares], marker, label=label)
+    left.set_ylim(0, 1)
+    left.set_xlabel("layer")
+    left.set_ylabel("||m|| / (||a|| + ||m||)")
+    left.set_title("MLP share of the block's writes (Fig. 2)")
+    left.legend()
+    right.axhline(1, color="k", lw=0.5)
+    right.set_xlabel("layer")
+    right.set_ylabel("||m|| / ||O - I||")
+    right.set_title("MLP write over the whole update (> 1: writes cancel)")
+    right.legend()
     return fig
 
 
@@ -81,10 +92,12 @@ def _low_rank(plt, result: dict):
     left.set_ylabel("rank")
     left.set_title("Rank of the oracle vectors")
     left.legend()
-    for e in result["layers"][:: max(1, len(layers) // 6)]:
+    changed = [e for e in result["layers"] if any(e["spectrum"]["top_energy_fractions"])]
+    for e in changed[:: max(1, len(changed) // 6)]:  # an oracle of 0 has no spectrum to draw
         fractions = e["spectrum"]["top_energy_fractions"]
         right.plot(range(1, len(fractions) + 1), fractions, label=f"layer {e['layer']}")
-    right.set_yscale("log")
+    if changed:
+        right.set_yscale("log")
     right.set_xlabel("eigenvalue index")
     right.set_ylabel("share of energy")
     right.set_title("Second-moment spectrum of delta h")
@@ -114,13 +127,17 @@ def _expressivity(plt, result: dict):
     fig, ax = plt.subplots(figsize=(6.5, 3.5))
     layers = _layers(result)
     exp = [e["expressivity"] for e in result["layers"]]
-    ax.plot(layers, [x["relative_error"] for x in exp], "o-", color="tab:red")
+    errors = [math.nan if x["relative_error"] is None else x["relative_error"] for x in exp]
+    ax.plot(layers, errors, "o-", color="tab:red")
     ax.set_xlabel("layer")
     ax.set_ylabel("optimal relative error", color="tab:red")
     twin = ax.twinx()
     twin.plot(layers, [x["max_angle_deg"] for x in exp], "s--", color="tab:blue")
     twin.set_ylabel("largest principal angle (deg)", color="tab:blue")
-    ax.set_title(f"Post-block matching a rank-{result['rank']} post-MLP steer (Thm 3.1)")
+    title = f"Post-block matching a rank-{result['rank']} post-MLP steer (Thm 3.1)"
+    if result["tokens"] <= result["hidden_size"]:
+        title += "\n(trivially 0: no more tokens than the hidden size)"
+    ax.set_title(title)
     return fig
 
 

@@ -52,15 +52,19 @@ def layers_table(result: dict) -> Table:
     table = Table(
         title="per layer",
         caption=(
-            "MLP share: ||MLP write|| / ||O - I|| (Fig. 2) · ranks of the oracle vectors: "
-            "entropy-effective, 90% / 99% energy · R2: linearized oracle h -> delta h · "
-            f"Thm 3.1: a linear post-block steer matching the best rank-{rank} post-MLP one"
+            "MLP m/(a+m): ||m|| / (||a|| + ||m||), MLP and attention writes (the paper's Fig. 2 "
+            "reading: 40-70%) · m/|O-I|: ||m|| / ||O - I||, above 100% where the writes cancel "
+            "· ranks of the oracle vectors: entropy-effective, 90% / 99% energy · R2: linearized "
+            f"oracle h -> delta h · Thm 3.1: a linear post-block steer matching the best "
+            f"rank-{rank} post-MLP one · -: the oracle is 0 there"
         ),
     )
     for column in (
         "layer",
-        "MLP share base",
-        "MLP share FT",
+        "m/(a+m) base",
+        "m/(a+m) FT",
+        "m/|O-I| base",
+        "m/|O-I| FT",
         "|dh|/|h|",
         "eff. rank",
         "r90",
@@ -75,8 +79,10 @@ def layers_table(result: dict) -> Table:
         s = e["spectrum"]
         table.add_row(
             str(e["layer"]),
-            f"{e['mlp_share_base']:.0%}",
-            f"{e['mlp_share_ft']:.0%}",
+            f"{e['mlp_share']['base']['of_writes']:.0%}",
+            f"{e['mlp_share']['ft']['of_writes']:.0%}",
+            f"{e['mlp_share']['base']['of_update']:.0%}",
+            f"{e['mlp_share']['ft']['of_update']:.0%}",
             _num(e["oracle_relative_norm"], ".3f"),
             f"{s['effective_rank']:.1f}",
             str(s["rank_90"]),

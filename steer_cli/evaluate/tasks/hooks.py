@@ -6,6 +6,10 @@ seed 42), each doc is the task's formatted :class:`~steer_cli.data.tasks.Example
 prompt, target and canonical gold answer), the ``paper`` filter is the task's answer parser and
 ``acc`` is the task's own equality (GSM8K's numeric tolerance included). So a bundled task scores
 a generation exactly as ``steer train`` does.
+
+Generated ListOps is the exception to "same splits": its test split is a stream of its own that
+skips every expression a recipe trains on (:mod:`steer_cli.evaluate.tasks.listops`), since the
+seed-42 stream's first 2,000 expressions are other recipes' training data.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ def load_dataset(task: str, **metadata):
         task=spec.name, path=path, train_size=None, validation_size=None, test_size=None
     )
     splits = load_splits(spec, data)
+    if spec.name == "listops" and path is None:  # generated: a test split no recipe trains on
+        from steer_cli.evaluate.tasks.listops import held_out_rows
+
+        splits["test"] = [spec.format(row) for row in held_out_rows()]
     # Explicit string features: an empty split (no validation plan) still has the columns.
     features = datasets.Features({key: datasets.Value("string") for key in DOC_FIELDS})
     return datasets.DatasetDict(
