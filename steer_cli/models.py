@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from steer_cli.engine.sites import versions
 from steer_cli.errors import SteerError
 
 if TYPE_CHECKING:
@@ -402,12 +403,6 @@ def _quiet_transformers() -> Iterator[None]:
             gguf_utils.tqdm = gguf_tqdm
 
 
-def _transformers_version() -> str:
-    import transformers
-
-    return f"transformers {transformers.__version__}"
-
-
 def _gguf_dequantized() -> dict:
     """``from_pretrained`` options asking for a plain dense model from a GGUF file.
 
@@ -432,7 +427,7 @@ def _drop_quantizer(model) -> None:
         if not callable(remove):
             raise SteerError(
                 f"Cannot convert the embedded model: {type(quantizer).__name__} has no "
-                f"remove_quantization_config ({_transformers_version()}).",
+                f"remove_quantization_config ({versions()}).",
                 "Install a transformers release steer supports (see README).",
             )
         remove(model)
@@ -450,7 +445,7 @@ def _drop_quantizer(model) -> None:
         raise SteerError(
             f"Cannot convert the embedded model: after loading the GGUF it still has "
             f"{', '.join(left) or 'no quantizer'} and parameters of {sorted(map(str, dtypes))}, "
-            f"expected a plain float32 model ({_transformers_version()}).",
+            f"expected a plain float32 model ({versions()}).",
             "Install a transformers release steer supports (see README).",
         )
 
@@ -478,7 +473,7 @@ def _check_plain_checkpoint(directory: pathlib.Path, model) -> None:
     if problems:
         raise SteerError(
             f"The converted embedded model is not a plain float32 checkpoint: "
-            f"{'; '.join(problems[:3])} ({_transformers_version()}).",
+            f"{'; '.join(problems[:3])} ({versions()}).",
             "Install a transformers release steer supports (see README).",
         )
 

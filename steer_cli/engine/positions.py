@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from steer_cli.engine.names import FIRST_LAST, check_positions
-from steer_cli.engine.sites import find_decoder_layers
+from steer_cli.engine.sites import find_decoder_layers, versions
 
 
 def first_last(mode: str) -> tuple[int, int] | None:
@@ -73,12 +73,6 @@ def position_mask(
     n_first = torch.clamp(half, max=k_first)
     n_last = torch.clamp(half, max=k_last)
     return ((c >= s) & (c < s + n_first)) | ((c >= e - n_last) & (c < e))
-
-
-def _transformers_version() -> str:
-    import transformers
-
-    return transformers.__version__
 
 
 def _find_caches(values) -> list:
@@ -118,7 +112,7 @@ class ForwardSignals:
         if len(caches) > 1:
             raise RuntimeError(
                 f"the model was called with {len(caches)} KV caches; steer cannot tell which one "
-                f"holds this forward's past (transformers {_transformers_version()})"
+                f"holds this forward's past ({versions()})"
             )
         mask = kwargs.get("attention_mask")
         position = kwargs.get("cache_position")
@@ -143,7 +137,7 @@ class ForwardSignals:
             said = ", ".join(f"{k} says {v}" for k, v in offsets.items())
             raise RuntimeError(
                 f"steer cannot place this forward's {tokens} tokens: {said} tokens come before "
-                f"them (transformers {_transformers_version()}); positions would be wrong"
+                f"them ({versions()}); positions would be wrong"
             )
         if offsets:
             offset = next(iter(offsets.values()))
@@ -153,13 +147,13 @@ class ForwardSignals:
             raise RuntimeError(
                 f"steer cannot tell where this forward's {tokens} tokens sit (the prompt spans "
                 f"{span_end} columns, and the model call shows no KV cache, attention mask or "
-                f"cache_position; transformers {_transformers_version()}): positions other than "
+                f"cache_position; {versions()}): positions other than "
                 "'all' would steer the wrong tokens"
             )
         if offset < 0:
             raise RuntimeError(
                 f"steer cannot place this forward's {tokens} tokens: the signals put them at "
-                f"column {offset} (transformers {_transformers_version()})"
+                f"column {offset} ({versions()})"
             )
         self.offset, self.tokens = offset, tokens
         if "cache_position" in offsets:
@@ -179,8 +173,8 @@ class ForwardSignals:
                 raise RuntimeError(
                     f"steer placed this forward's {self.tokens} tokens at columns {self.offset}.."
                     f"{self.offset + self.tokens - 1}, but the model's KV cache now holds "
-                    f"{length}: the call hid its cache from steer (transformers "
-                    f"{_transformers_version()}); positions other than 'all' steered the wrong "
+                    f"{length}: the call hid its cache from steer ("
+                    f"{versions()}); positions other than 'all' steered the wrong "
                     "tokens"
                 )
 
