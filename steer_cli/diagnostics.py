@@ -32,7 +32,7 @@ BATCH = 8
 def joint_diagnostics(parts, rows: list[dict], *, pad_id: int, n: int = SAMPLE, seed: int = 0):
     """The diagnostics of a joint ``parts`` (both parts on) on ``n`` seeded rows of ``rows``."""
     from steer_cli.data.encode import collate_right_padded
-    from steer_cli.engine.joint import cosine_summary, matrix_stats, shift_cosines
+    from steer_cli.engine.joint_diagnostics import cosine_summary, matrix_stats, shift_cosines
 
     model, interventions = parts.model, parts.interventions
     site = interventions.spec.site

@@ -32,6 +32,7 @@ class StepStats:
     tokens: int  # non-pad tokens processed in this step
     seconds: float
     group_lrs: list[float] | None = None  # every group's LR, when they differ
+    stage: int | None = None  # which training of a staged run (LoFiT: 1, 2)
 
 
 @dataclass
@@ -58,6 +59,9 @@ class Parts(Protocol):
     - ``param_groups(lr)``: optimizer groups, e.g. separate learning rates in joint training;
     - ``penalty(step)``: a regulariser added to the loss (L1 for LoFiT, expected L0 for JoLA);
     - ``begin_training(total_steps)``: called once before step 1 (e.g. to plan stage switches);
+    - ``training_stages()``: a list of per-stage overrides of train's settings (``lr``,
+      ``epochs``) when the part trains in separate stages (LoFiT), else None;
+    - ``begin_stage(stage)``: called before each of those stages (1, 2, ...);
     - ``begin_epoch(epoch)``: called before the first step of each epoch (1, 2, ...);
     - ``after_step(step)``: called after each optimizer step (projections, stage switches);
     - ``batch_context(batch)``: a context manager active during the forward of a micro-batch,
@@ -126,6 +130,9 @@ class _Loop:
     pad_id: int
     batch_context: Callable
     penalty: Callable | None
+    after_step: Callable | None = None
+    begin_epoch: Callable | None = None
+    on_step: Callable[[StepStats], None] | None = None
 
     @property
     def world(self) -> int:
@@ -186,6 +193,56 @@ class _Loop:
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum / supervised * world, supervised, tokens, padded
 
+    def run(
+        self, rows: list[dict], order: Iterator, counts: _Counts, steps: int, *, stage: int | None
+    ) -> None:
+        """``steps`` optimizer steps over batches from ``order``, numbered on from
+        ``counts.steps``; what they processed is added to ``counts``."""
+        per_epoch = max(1, batches_per_epoch(len(rows), self.cfg.batch_size))
+        for local in range(1, steps + 1):
+            step = counts.steps + 1
+            step_start = time.perf_counter()
+            if self.begin_epoch is not None and (local - 1) % per_epoch == 0:
+                self.begin_epoch((local - 1) // per_epoch + 1)
+            batch = [rows[i] for i in next(order)]
+            loss, supervised, tokens, padded = self.step(step, batch)
+            if self.after_step is not None:
+                self.after_step(step)
+            counts.add(loss, supervised, tokens, padded)
+            if self.on_step:
+                lrs = self.scheduler.get_last_lr()
+                self.on_step(
+                    StepStats(
+                        step=step,
+                        total_steps=counts.total,
+                        loss=loss,
+                        lr=lrs[0],
+                        group_lrs=lrs if len(set(lrs)) > 1 else None,
+                        tokens=tokens,
+                        seconds=time.perf_counter() - step_start,
+                        stage=stage,
+                    )
+                )
+
+
+@dataclass
+class _Counts:
+    """What the steps of a run processed so far, every stage together."""
+
+    total: int
+    steps: int = 0
+    tokens: int = 0
+    supervised: int = 0
+    padded: int = 0
+    loss: float = float("nan")
+
+    def add(self, loss: float, supervised: int, tokens: int, padded: int) -> None:
+        self.steps += 1
+        self.loss = loss
+        self.supervised += supervised
+        self.tokens += tokens
+        self.padded += padded
+
 
 def _trained_params(model: nn.Module, trainable: Parts | None) -> list[nn.Parameter]:
     params = [p for p in model.parameters() if p.requires_grad]
@@ -216,6 +273,19 @@ def _optimizer(trainable: Parts | None, params: list, cfg: TrainSection, total: 
     return optimizer, scheduler
 
 
+def stage_configs(trainable: Parts | None, cfg: TrainSection) -> list[TrainSection]:
+    """The trainings a run is made of: ``[cfg]``, or one per stage of a part's
+    ``training_stages()`` (LoFiT), each ``cfg`` with that stage's overrides (lr, epochs)."""
+    plan = getattr(trainable, "training_stages", None)
+    stages = plan() if plan is not None else None
+    return [cfg.model_copy(update=stage) for stage in stages] if stages else [cfg]
+
+
+def planned_steps(n_examples: int, trainable: Parts | None, cfg: TrainSection) -> int:
+    """Optimizer steps of the whole run, every stage together."""
+    return sum(plan_steps(n_examples, c) for c in stage_configs(trainable, cfg))
+
+
 def train_loop(
     model: nn.Module,
     trainable: Parts | None,
@@ -232,74 +302,64 @@ def train_loop(
     however it is split into micro-batches or processes. Batches group similar lengths
     (:mod:`steer_cli.data.batching`; ``mega_batches=0``: plain seeded shuffling). ``cfg.seed``
     seeds the data order and every random draw of the steps (dropout), process by process.
+
+    A part with ``training_stages`` (LoFiT) is trained once per stage, as separate trainings
+    are: a fresh optimizer and schedule, the stage's LR and epochs, the same seeded data order;
+    ``begin_stage(k)`` runs before each. Steps are numbered across stages.
     """
     from accelerate import Accelerator
 
     device = next(model.parameters()).device
     accelerator = Accelerator(cpu=device.type == "cpu")
     params = _trained_params(model, trainable)
-    total = plan_steps(len(rows), cfg)
-    optimizer, scheduler = _optimizer(trainable, params, cfg, total)
-    wrapped, optimizer = accelerator.prepare(_Trainable(model, trainable), optimizer)
-    loop = _Loop(
-        model=model,
-        wrapped=wrapped,
-        accelerator=accelerator,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        params=params,
-        cfg=cfg,
-        pad_id=pad_id,
-        batch_context=getattr(trainable, "batch_context", None) or (lambda batch: nullcontext()),
-        penalty=getattr(trainable, "penalty", None),
-    )
-    order = batch_stream(
-        [len(r["input_ids"]) for r in rows],
-        cfg.batch_size,
-        seed=cfg.seed,
-        mega_batches=mega_batches,
-        min_last=loop.world,  # every process gets an example of every batch
-    )
-    after_step = getattr(trainable, "after_step", None)
-    begin_epoch = getattr(trainable, "begin_epoch", None)
-    per_epoch = max(1, batches_per_epoch(len(rows), cfg.batch_size))
-    if (begin_training := getattr(trainable, "begin_training", None)) is not None:
-        begin_training(total)
-    wrapped.train()
+    configs = stage_configs(trainable, cfg)
+    totals = [plan_steps(len(rows), c) for c in configs]
+    counts = _Counts(total=sum(totals))
+    begin_stage = getattr(trainable, "begin_stage", None) if len(configs) > 1 else None
+    wrapped = None
     start = time.perf_counter()
-    tokens_total = supervised_total = padded_total = 0
-    loss_value = float("nan")
-    with seeded(cfg.seed + accelerator.process_index, accelerator.device):
-        for step in range(1, total + 1):
-            step_start = time.perf_counter()
-            if begin_epoch is not None and (step - 1) % per_epoch == 0:
-                begin_epoch((step - 1) // per_epoch + 1)
-            batch = [rows[i] for i in next(order)]
-            loss_value, supervised, step_tokens, padded = loop.step(step, batch)
-            if after_step is not None:
-                after_step(step)
-            tokens_total += step_tokens
-            supervised_total += supervised
-            padded_total += padded
-            if on_step:
-                lrs = scheduler.get_last_lr()
-                on_step(
-                    StepStats(
-                        step=step,
-                        total_steps=total,
-                        loss=loss_value,
-                        lr=lrs[0],
-                        group_lrs=lrs if len(set(lrs)) > 1 else None,
-                        tokens=step_tokens,
-                        seconds=time.perf_counter() - step_start,
-                    )
-                )
+    for stage, (stage_cfg, steps) in enumerate(zip(configs, totals, strict=True), 1):
+        if begin_stage is not None:
+            begin_stage(stage)
+        optimizer, scheduler = _optimizer(trainable, params, stage_cfg, steps)
+        if wrapped is None:
+            wrapped, optimizer = accelerator.prepare(_Trainable(model, trainable), optimizer)
+            if (begin_training := getattr(trainable, "begin_training", None)) is not None:
+                begin_training(counts.total)
+        else:
+            optimizer = accelerator.prepare(optimizer)
+        loop = _Loop(
+            model=model,
+            wrapped=wrapped,
+            accelerator=accelerator,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            params=params,
+            cfg=stage_cfg,
+            pad_id=pad_id,
+            batch_context=getattr(trainable, "batch_context", None)
+            or (lambda batch: nullcontext()),
+            penalty=getattr(trainable, "penalty", None),
+            after_step=getattr(trainable, "after_step", None),
+            begin_epoch=getattr(trainable, "begin_epoch", None),
+            on_step=on_step,
+        )
+        order = batch_stream(
+            [len(r["input_ids"]) for r in rows],
+            cfg.batch_size,
+            seed=cfg.seed,
+            mega_batches=mega_batches,
+            min_last=loop.world,  # every process gets an example of every batch
+        )
+        wrapped.train()
+        with seeded(cfg.seed + accelerator.process_index, accelerator.device):
+            loop.run(rows, order, counts, steps, stage=stage if len(configs) > 1 else None)
     wrapped.eval()
     return LoopSummary(
-        steps=total,
-        tokens=tokens_total,
-        supervised_tokens=supervised_total,
+        steps=counts.steps,
+        tokens=counts.tokens,
+        supervised_tokens=counts.supervised,
         seconds=time.perf_counter() - start,
-        final_loss=loss_value,
-        padded_tokens=padded_total,
+        final_loss=counts.loss,
+        padded_tokens=counts.padded,
     )

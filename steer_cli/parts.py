@@ -40,7 +40,15 @@ LORA_DIR = "lora"  # peft's adapter_model.safetensors + adapter_config.json
 MODEL_DIR = "model"  # full weights (SFT), a save_pretrained directory with its tokenizer
 
 # Optional training-loop hooks an engine part may define (see ``loop.Parts``).
-_LOOP_HOOKS = ("param_groups", "penalty", "begin_training", "after_step", "batch_context")
+_LOOP_HOOKS = (
+    "param_groups",
+    "penalty",
+    "training_stages",
+    "begin_stage",
+    "begin_training",
+    "after_step",
+    "batch_context",
+)
 
 
 @contextmanager
@@ -220,6 +228,12 @@ class JointParts:
     def batch_context(self, batch: dict):
         return self.interventions.batch_context(batch)
 
+    def training_stages(self) -> list[dict] | None:
+        return self.interventions.training_stages()
+
+    def begin_stage(self, stage: int) -> None:
+        self.interventions.begin_stage(stage)
+
     def begin_training(self, total_steps: int) -> None:
         self.interventions.begin_training(total_steps)
         if self.orth_when == "init":
@@ -309,10 +323,15 @@ def adapter_spec(section: AdapterSection) -> InterventionSpec:
         activation=section.activation,
         bias=section.bias,
         lofit_heads=section.lofit_heads,
-        lofit_stage_split=section.lofit_stage_split,
         lofit_l1=section.lofit_l1,
+        lofit_lr_stage1=section.lofit_lr_stage1,
+        lofit_lr_stage2=section.lofit_lr_stage2,
+        lofit_epochs_stage1=section.lofit_epochs_stage1,
+        lofit_epochs_stage2=section.lofit_epochs_stage2,
+        lofit_stage_split=section.lofit_stage_split,
         jola_l0=section.jola_l0,
         jola_l0_decay=section.jola_l0_decay,
+        jola_penalty=section.jola_penalty,
     )
     layers = section.layers if isinstance(section.layers, str) else tuple(section.layers)
     return InterventionSpec(

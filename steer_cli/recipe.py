@@ -31,7 +31,13 @@ from steer_cli.data.tasks import (
     parse_split_spec,
     template_fields,
 )
-from steer_cli.engine.names import ACTIVATIONS, PARAMETERIZATIONS, SITES, check_positions
+from steer_cli.engine.names import (
+    ACTIVATIONS,
+    JOLA_PENALTIES,
+    PARAMETERIZATIONS,
+    SITES,
+    check_positions,
+)
 from steer_cli.errors import SteerError
 from steer_cli.methods import METHODS
 
@@ -99,14 +105,35 @@ class AdapterSection(_Section):
         gt=0,
         description="heads LoFiT keeps, all layers together: a fraction if < 1, else a count",
     )
-    lofit_stage_split: float = Field(
-        0.5, gt=0, lt=1, description="share of the steps LoFiT spends selecting heads (stage 1)"
-    )
     lofit_l1: float = Field(1e-3, ge=0, description="L1 weight on LoFiT's stage-1 head scales")
+    lofit_lr_stage1: float | None = Field(
+        1e-3, gt=0, description="LR of LoFiT's stage 1 (head scales A); null: train.lr"
+    )
+    lofit_lr_stage2: float | None = Field(
+        None, gt=0, description="LR of LoFiT's stage 2 (biases v of the kept heads); null: train.lr"
+    )
+    lofit_epochs_stage1: float | None = Field(
+        None, gt=0, description="epochs of LoFiT's stage 1; null: train.epochs"
+    )
+    lofit_epochs_stage2: float | None = Field(
+        None, gt=0, description="epochs of LoFiT's stage 2; null: train.epochs"
+    )
+    lofit_stage_split: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="variant: one training at train.lr, this share of its steps selecting heads "
+        "(steer 0.1.0); null: LoFiT's two trainings",
+    )
     jola_l0: float = Field(
         0.1, ge=0, description="JoLA's expected-L0 gate penalty weight at step 0"
     )
     jola_l0_decay: float = Field(0.01, ge=0, description="its decay: weight * exp(-decay * step)")
+    jola_penalty: Literal[JOLA_PENALTIES] = Field(
+        "jola",
+        description="jola: JoLA's code's scale (per-layer mean over heads / (L*H), shift gates "
+        "at lambda_t, scale gates at 1 - lambda_t); sum: every gate at lambda_t (steer 0.1.0)",
+    )
 
     @field_validator("parameterization")
     @classmethod
@@ -124,6 +151,18 @@ class AdapterSection(_Section):
         if value >= 1 and value % 1:
             raise ValueError("should be a fraction below 1 or a whole number of heads")
         return value
+
+    @model_validator(mode="after")
+    def _one_lofit_schedule(self) -> AdapterSection:
+        staged = sorted(
+            k for k in self.model_fields_set if k.startswith(("lofit_lr_", "lofit_epochs_"))
+        )
+        if self.lofit_stage_split is not None and staged:
+            raise ValueError(
+                f"lofit_stage_split runs one training at train.lr and train.epochs: drop "
+                f"{', '.join(staged)}, or drop lofit_stage_split for LoFiT's two trainings"
+            )
+        return self
 
     @model_validator(mode="after")
     def _rank_search(self) -> AdapterSection:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from steer_cli.loop import StepStats, plan_steps, train_loop
+from steer_cli.loop import StepStats, plan_steps, planned_steps, train_loop
 from steer_cli.recipe import Recipe
 
 __all__ = ["TrainedRun", "run", "train_loop", "plan_steps", "StepStats"]
@@ -148,7 +148,7 @@ def _train_logged(parts, prepared: _Prepared, metrics_path: Path):
     from steer_cli.report import StepProgress
 
     recipe = prepared.recipe
-    total = plan_steps(len(prepared.train_rows), recipe.train)
+    total = planned_steps(len(prepared.train_rows), parts, recipe.train)
     with (
         metrics_path.open("w") as metrics,
         StepProgress("train", total, every=recipe.train.log_every) as bar,
@@ -156,6 +156,8 @@ def _train_logged(parts, prepared: _Prepared, metrics_path: Path):
 
         def on_step(s: StepStats) -> None:
             line = {"step": s.step, "loss": s.loss, "lr": s.lr}
+            if s.stage is not None:
+                line["stage"] = s.stage
             if s.group_lrs:
                 line["group_lrs"] = s.group_lrs
             line.update(tokens=s.tokens, seconds=s.seconds)

@@ -449,3 +449,83 @@ def test_joint_orth_on_every_family(tiny):
             assert row["shift_cosine"]["tokens"] > 0
     finally:
         parts.remove()
+
+
+def _orth_writer_cosines(model, tokenizer, project) -> list[float]:
+    """Joint-Orth on o_proj/down_proj LoRA, the adapter projected by ``project(parts)``; the
+    diagnostics' per-layer writer cosine (what LoRA adds to the residual stream)."""
+    from steer_cli.diagnostics import joint_diagnostics
+
+    raw = {"method": "joint-orth", "lora": {"target_modules": ["o_proj", "down_proj"]}}
+    parts = build_parts(model, build_recipe(raw))
+    try:
+        randomize(parts.interventions, std=0.2, seed=0)
+        _randomize_lora(parts)
+        project(parts)
+        diagnostics = joint_diagnostics(parts, _rows(tokenizer), pad_id=tokenizer.pad_token_id)
+        return [row["writer_cosine"]["mean_abs"] for row in diagnostics["layers"]]
+    finally:
+        parts.remove()
+
+
+def test_gemma3_orth_projects_what_reaches_the_residual_stream():
+    """Gemma3 normalises o_proj's and down_proj's outputs before the residual add: col(B) is not
+    what LoRA writes there. Joint-Orth projects against diag(g) B, g the norms' gains, and the
+    diagnostic measures the post-norm write, so projecting against plain col(B) shows up."""
+    from steer_cli.engine.joint import norm_gain, project_adapter, residual_writes
+
+    model, tokenizer = load_model("tiny-gemma3", dtype="float32", device="cpu")
+    model.requires_grad_(False)
+    generator = torch.Generator().manual_seed(3)
+    layers = find_decoder_layers(model)
+    with torch.no_grad():  # gains far from 1, so diag(g) B and B span different subspaces
+        for layer in layers:
+            for norm in (layer.post_attention_layernorm, layer.post_feedforward_layernorm):
+                for p in norm.parameters():
+                    p.copy_(torch.randn(p.shape, generator=generator) * 2)
+    gain = norm_gain(layers[0].post_feedforward_layernorm, D)
+    x = torch.randn(5, D, generator=generator)
+    rms = x.pow(2).mean(-1, keepdim=True).sqrt()
+    torch.testing.assert_close(
+        layers[0].post_feedforward_layernorm(x) * rms, x * gain, rtol=1e-3, atol=1e-4
+    )
+
+    def plain_b(parts):  # steer 0.1.0: the writers' B as they are
+        for i in parts.interventions.layer_ids:
+            b = torch.cat([lora_b(layers[i], w).detach() for w in ("o_proj", "down_proj")], 1)
+            project_adapter(parts.interventions.adapters[str(i)], column_basis(b), "output")
+
+    def check_and_orthogonalize(parts):
+        parts.orthogonalize()
+        for i in parts.interventions.layer_ids:
+            w_up = parts.interventions.adapters[str(i)].up.weight.detach()
+            for writer in ("o_proj", "down_proj"):
+                written = residual_writes(layers[i], writer)
+                assert not torch.allclose(written, lora_b(layers[i], writer))
+                ratio = (written.T @ w_up).norm() / (written.norm() * w_up.norm())
+                assert ratio < 1e-5, "W_up is orthogonal to diag(g) B"
+
+    old = _orth_writer_cosines(model, tokenizer, plain_b)
+    new = _orth_writer_cosines(model, tokenizer, check_and_orthogonalize)
+    assert min(old) > 0.02, f"plain col(B) leaves the post-norm write unprojected: {old}"
+    # What is left is the per-token term along the norm's input (about 1/d = 0.016 here).
+    assert max(new) < 0.05 and sum(new) < 0.3 * sum(old), f"projected {new} vs plain {old}"
+
+
+def test_norm_gain_refuses_a_norm_that_mixes_channels():
+    from steer_cli.engine.joint import norm_gain
+
+    with pytest.raises(ValueError, match="channel by channel"):
+        norm_gain(torch.nn.LayerNorm(D), D)  # subtracts the mean: mixes every channel
+    torch.testing.assert_close(norm_gain(torch.nn.RMSNorm(D, eps=1e-6), D), torch.ones(D))
+
+
+def test_gemma3_joint_orth_run_reports_the_post_norm_write(tmp_path):
+    """Through steer train: on Gemma3 the diagnostic's writer cosine is the post-norm write's,
+    small after the projection but not the exact 0 that B A x alone would show."""
+    writers = {"target_modules": ["o_proj", "down_proj"]}
+    recipe = _tiny("joint-orth", model={"name": "tiny-gemma3"}, lora=writers)
+    train.run(recipe, tmp_path / "gemma")
+    diagnostics = json.loads((tmp_path / "gemma" / "diagnostics.json").read_text())
+    cosines = [row["writer_cosine"]["mean_abs"] for row in diagnostics["layers"]]
+    assert cosines and all(1e-6 < c < 0.05 for c in cosines), cosines

@@ -181,6 +181,7 @@ def test_recipe_trains_two_steps_on_a_tiny_model(rel: str, tmp_path) -> None:
     recipe = load_recipe(PAPER / rel, _tiny_overrides(rel))
     trained = train.run(recipe, tmp_path / "run")
     results = trained.results
-    assert results["steps"] == 2
+    # LoFiT trains twice (its two stages), each capped by train.max_steps.
+    assert results["steps"] == (4 if rel.endswith("lofit.yaml") else 2)
     assert results["trainable_params"] > 0
     assert "after" in results["eval"]

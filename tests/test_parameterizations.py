@@ -59,10 +59,15 @@ def test_jola_and_lofit_parameter_counts(tiny):
         lofit = attach(model, InterventionSpec(site="attn_heads", shape=shape), seed=0)
         lofit.detach()
         assert lofit.lofit_heads_to_keep() == k
-        assert lofit.num_parameters() == 2 * head_dim * k  # planned, during stage 1
+        # LoFiT's code counts the final model's biases v: d_head per kept head (planned k
+        # during stage 1), as the paper's Table 2 shares do.
+        assert lofit.num_parameters() == head_dim * k
+        assert lofit.num_parameters() == n_layers * shape.parameter_count(
+            0, head_dim=head_dim, selected_heads=k / n_layers
+        )
         lofit.select_heads()
         assert sum(len(h) for h in lofit.selected_heads().values()) == k
-        assert lofit.num_parameters() == 2 * head_dim * k
+        assert lofit.num_parameters() == head_dim * k
 
 
 def test_head_wise_parameterizations_need_attn_heads():
@@ -188,9 +193,10 @@ def test_loreft_save_load_roundtrip(tmp_path):
 
 def test_lofit_two_stages_select_top_heads_by_norm():
     model, _ = load_model("tiny-llama", dtype="float32", device="cpu", seed=0)
-    shape = AdapterShape("lofit", lofit_heads=3, lofit_l1=1e-3)
+    shape = AdapterShape("lofit", lofit_heads=3, lofit_l1=1e-3, lofit_stage_split=0.5)
     handle = attach(model, InterventionSpec(site="attn_heads", shape=shape), seed=0)
     handle.detach()
+    assert handle.training_stages() is None  # the split variant: one training
     n_heads, head_dim = head_geometry(model)
     # Make the norms known: head h of layer i gets norm proportional to a chosen score.
     scores = {(0, 2): 9.0, (2, 1): 8.0, (1, 3): 7.0}
@@ -233,8 +239,8 @@ def _rows(tokenizer, n=8):
 
 
 def test_lofit_trains_a_then_only_v_on_kept_heads():
-    """Stage 1 moves A (v unused), the switch happens at half the steps, stage 2 moves v on the
-    kept heads only and leaves A at zero."""
+    """Two trainings, as LoFiT's code runs them: stage 1 moves A (v unused) for its own steps,
+    stage 2 moves v on the kept heads only for as many more and leaves A at zero."""
     model, tokenizer = load_model("tiny-llama", dtype="float32", device="cpu", seed=0)
     model.requires_grad_(False)
     shape = AdapterShape("lofit", lofit_heads=2)
@@ -263,7 +269,7 @@ def test_lofit_trains_a_then_only_v_on_kept_heads():
         on_step=lambda s: steps.append((s.step, handle.lofit_stage)),
     )
     handle.detach()
-    assert steps == [(1, 1), (2, 2), (3, 2), (4, 2)]
+    assert steps == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 2), (6, 2), (7, 2), (8, 2)]
     for k, (a0, v0) in initial.items():
         a1, v1 = at_switch["before"][k]
         assert not torch.equal(a1, a0), "stage 1 trains A"
@@ -335,17 +341,76 @@ def test_jola_gates_follow_the_hard_concrete_formulas():
     torch.testing.assert_close(z + adapter(z), expected.detach(), rtol=1e-5, atol=1e-6)
 
 
+def _jola_reference_penalty(handle, model, lam: float) -> torch.Tensor:
+    """JoLA's trainer (jola/trainers.py, ``get_penalty`` and ``compute_loss``), transcribed:
+    per layer the mean over heads of the clamped open probabilities, summed over layers, then
+    ``lam * g1 / (L * H) + (1 - lam) * g2 / (L * H)``; g1 gates the shift v, g2 the scale A."""
+    config = model.config
+
+    def get_penalty(log_alpha, stretch_limits=(-0.1, 1.1), temperature=0.33, eps=1e-6):
+        low, high = torch.tensor(stretch_limits)
+        p_open = torch.sigmoid(log_alpha - temperature * torch.log(-low / high))
+        p_open = torch.clamp(p_open, eps, 1.0 - eps)
+        return torch.sum(p_open) / p_open.size(0)
+
+    g1 = sum(get_penalty(a.log_alpha_v[:, None]) for a in handle.adapters.values())
+    g2 = sum(get_penalty(a.log_alpha_A[:, None]) for a in handle.adapters.values())
+    lh = config.num_hidden_layers * config.num_attention_heads
+    return lam * g1 / lh + (1 - lam) * g2 / lh
+
+
+def test_jola_penalty_is_jolas_and_the_sum_variant_is_kept(tiny):
+    """Default: JoLA's code's scale, its lambda_0 on the first step and decaying per step;
+    ``jola_penalty: sum`` is steer 0.1.0's, L * H^2 times stronger per gate."""
+    model, _ = tiny
+    handle = attach(model, InterventionSpec(site="attn_heads", shape=AdapterShape("jola")))
+    handle.detach()
+    with torch.no_grad():  # gates of every kind, some clamped by JoLA's eps
+        for k, a in enumerate(handle.adapters.values()):
+            a.log_alpha_A.copy_(torch.linspace(-20, 3, a.log_alpha_A.numel()) + k)
+            a.log_alpha_v.copy_(torch.linspace(-2, 20, a.log_alpha_v.numel()) - k)
+    assert len(handle.layer_ids) == model.config.num_hidden_layers  # JoLA adapts every layer
+    # JoLA's "expon" gate scheduler: gated_lambda starts at 0.1, then each step takes
+    # ExponentialDecaySchedule(0.1, 0.01).get_lambda(), which counts the step first.
+    lam = 0.1
+    for step in range(1, 51):
+        if step in (1, 2, 50):
+            reference = _jola_reference_penalty(handle, model, lam)
+            torch.testing.assert_close(handle.penalty(step), reference)
+        lam = 0.1 * math.exp(-0.01 * step)  # get_lambda() after ``step`` calls
+
+    summed = attach(
+        model, InterventionSpec(site="attn_heads", shape=AdapterShape("jola", jola_penalty="sum"))
+    )
+    summed.detach()
+    summed.load_state_dict(handle.state_dict())
+    shift = 0.33 * math.log(0.1 / 1.1)
+    expected_l0 = sum(
+        torch.sigmoid(a.log_alpha_A - shift).sum() + torch.sigmoid(a.log_alpha_v - shift).sum()
+        for a in summed.adapters.values()
+    )
+    for step in (1, 50):
+        torch.testing.assert_close(summed.penalty(step), 0.1 * math.exp(-0.01 * step) * expected_l0)
+
+    # Per gate: the gradient on one shift gate's log-alpha, both scales.
+    n_heads, _ = head_geometry(model)
+    grads = []
+    for h in (handle, summed):
+        gate = h.adapters["0"].log_alpha_v
+        gate.grad = None
+        h.penalty(1).backward()
+        grads.append(float(gate.grad[0]))
+    lh2 = len(handle.layer_ids) * n_heads * n_heads
+    # (sum decays from its first step: exp(-0.01) there, JoLA not yet)
+    assert grads[1] / grads[0] == pytest.approx(lh2 * math.exp(-0.01), rel=1e-4)
+    with pytest.raises(ValueError, match="jola_penalty"):
+        AdapterShape("jola", jola_penalty="mean")
+
+
 def test_jola_penalty_and_gate_report(tiny):
     model, _ = tiny
     handle = attach(model, InterventionSpec(site="attn_heads", shape=AdapterShape("jola")))
     handle.detach()
-    shift = 0.33 * math.log(0.1 / 1.1)
-    expected_l0 = sum(
-        torch.sigmoid(a.log_alpha_A - shift).sum() + torch.sigmoid(a.log_alpha_v - shift).sum()
-        for a in handle.adapters.values()
-    )
-    for step in (1, 50):
-        torch.testing.assert_close(handle.penalty(step), 0.1 * math.exp(-0.01 * step) * expected_l0)
     with torch.no_grad():
         for a in handle.adapters.values():
             a.log_alpha_A.fill_(-10.0)
@@ -409,7 +474,7 @@ def test_steer_train_runs_and_reloads(tmp_path, adapter):
         assert summary["lofit_stage"] == 2
         assert sum(len(h) for h in summary["selected_heads"].values()) == 2
         n_heads, head_dim = head_geometry(trained.model)
-        assert results["trainable_params"] == 2 * head_dim * 2
+        assert results["trainable_params"] == head_dim * 2  # the kept heads' v
     if adapter["parameterization"] == "jola":
         assert 0 <= summary["open_gates"]["shift"] <= summary["open_gates"]["total"]
     fresh, tokenizer = load_model("tiny-llama", dtype="float32", device="cpu")
@@ -447,3 +512,46 @@ def test_seeded_training_is_reproducible_with_gate_noise_and_weight_decay():
             for adapter in handle.adapters.values():
                 weight = adapter.rotate_layer.weight
                 torch.testing.assert_close(weight.T @ weight, torch.eye(2), atol=1e-5, rtol=0)
+
+
+def test_steer_train_lofit_runs_two_trainings_with_their_own_lr_and_epochs(tmp_path):
+    """Through the CLI: stage 1 at lofit_lr_stage1 for train.epochs, stage 2 at train.lr for
+    lofit_epochs_stage2 epochs, each its own schedule; LoFiT's count is the kept heads' v."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from steer_cli.cli import app
+
+    raw = {
+        "method": "lofit",
+        "model": "tiny-llama",
+        "data": {"train_size": 16, "validation_size": 2, "test_size": 4},
+        "train": {"epochs": 1, "batch_size": 4, "lr": 1e-2},
+        "adapter": {"lofit_heads": 2, "lofit_lr_stage1": 1e-3, "lofit_epochs_stage2": 2},
+        "eval": {"before": False, "batch_size": 4, "max_new_tokens": 4},
+    }
+    path = tmp_path / "lofit.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", str(path), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["stage"] for m in metrics] == [1] * 4 + [2] * 8  # 16 examples / 4 a step
+    assert [m["step"] for m in metrics] == list(range(1, 13))
+    assert {m["lr"] for m in metrics[:4]} == {1e-3} and {m["lr"] for m in metrics[4:]} == {1e-2}
+    results = json.loads((out / "results.json").read_text())
+    assert results["steps"] == 12 and results["adapter"]["lofit_stage"] == 2
+    model, _ = load_model("tiny-llama", dtype="float32", device="cpu")
+    _, head_dim = head_geometry(model)
+    assert results["trainable_params"] == 2 * head_dim
+
+
+def test_lofit_split_variant_is_one_training_and_refuses_stage_settings():
+    from steer_cli.errors import SteerError
+
+    recipe = build_recipe({"method": "lofit", "adapter": {"lofit_stage_split": 0.5}})
+    assert recipe.adapter.lofit_stage_split == 0.5
+    with pytest.raises(SteerError, match="lofit_stage_split runs one training"):
+        build_recipe(
+            {"method": "lofit", "adapter": {"lofit_stage_split": 0.5, "lofit_lr_stage1": 1e-3}}
+        )

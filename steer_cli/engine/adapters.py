@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from steer_cli.engine.names import PARAMETERIZATIONS
+from steer_cli.engine.names import JOLA_PENALTIES, PARAMETERIZATIONS
 
 HEAD_WISE: tuple[str, ...] = ("lofit", "jola")
 ACTIVATIONS = {"none": None, "silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
@@ -42,10 +42,18 @@ class AdapterShape:
     activation: str = "none"  # "none" = linear lowrank; otherwise W_up phi(W_down h)
     bias: bool = False
     lofit_heads: float = 0.1  # heads kept after stage 1, all layers together: fraction if < 1
-    lofit_stage_split: float = 0.5  # share of the training steps spent in stage 1
     lofit_l1: float = 1e-3  # L1 weight on the stage-1 scales A (LoFiT's l1_lambda)
+    # LoFiT's stages are two trainings (its scripts: A at 1e-3, then v at 1e-2), each with its
+    # own optimizer, LR and epochs; None = the recipe's train.lr / train.epochs.
+    lofit_lr_stage1: float | None = 1e-3
+    lofit_lr_stage2: float | None = None
+    lofit_epochs_stage1: float | None = None
+    lofit_epochs_stage2: float | None = None
+    # The "split" variant (steer 0.1.0): one training, this share of its steps selects.
+    lofit_stage_split: float | None = None
     jola_l0: float = 0.1  # expected-L0 weight lambda_0; lambda_t = jola_l0 * exp(-decay * t)
     jola_l0_decay: float = 0.01
+    jola_penalty: str = "jola"  # "jola": JoLA's code's scale; "sum": every gate at lambda_t
 
     def __post_init__(self) -> None:
         if self.parameterization not in PARAMETERIZATIONS:
@@ -64,8 +72,13 @@ class AdapterShape:
                 f"lofit_heads must be a fraction in (0, 1) or a whole count >= 1, "
                 f"got {self.lofit_heads}"
             )
-        if not 0 < self.lofit_stage_split < 1:
+        if self.lofit_stage_split is not None and not 0 < self.lofit_stage_split < 1:
             raise ValueError(f"lofit_stage_split must be in (0, 1), got {self.lofit_stage_split}")
+        if self.jola_penalty not in JOLA_PENALTIES:
+            raise ValueError(
+                f"unknown jola_penalty {self.jola_penalty!r}; "
+                f"choose from {', '.join(JOLA_PENALTIES)}"
+            )
 
     @property
     def head_wise(self) -> bool:
@@ -77,7 +90,8 @@ class AdapterShape:
         """SPEC 2's formula for one layer.
 
         ``d`` (vector); ``2 d r (+ d)`` (lowrank); ``2 d r + r`` (loreft); ``H (2 d_h + 2)``
-        (jola); ``2 d_h`` per selected head (lofit: pass ``selected_heads``).
+        (jola); ``d_h`` per selected head (lofit: pass ``selected_heads``): LoFiT's code counts
+        the final biases v only, as the paper's Table 2 shares do (SPEC 2 says ``2 d_h``).
         """
         p = self.parameterization
         if p == "vector":
@@ -88,7 +102,7 @@ class AdapterShape:
             return 2 * width * self.rank + self.rank
         if p == "jola":
             return n_heads * (2 * head_dim + 2)
-        return 2 * head_dim * selected_heads
+        return head_dim * selected_heads
 
 
 class VectorAdapter(nn.Module):
@@ -267,13 +281,16 @@ class JoLAAdapter(nn.Module):
         g_a, g_v = self.gates()
         return g_a[:, None] * self.A * z + g_v[:, None] * self.v
 
-    def expected_l0(self) -> torch.Tensor:
-        """Expected number of non-zero gates: ``sum sigmoid(log_alpha - beta log(-gamma/zeta))``."""
+    def open_probabilities(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``P(gate != 0) = sigmoid(log_alpha - beta log(-gamma/zeta))`` per head: ``(scale A,
+        shift v)``, each ``[heads]``."""
         shift = GATE_BETA * math.log(-GATE_GAMMA / GATE_ZETA)
-        return (
-            torch.sigmoid(self.log_alpha_A - shift).sum()
-            + torch.sigmoid(self.log_alpha_v - shift).sum()
-        )
+        return torch.sigmoid(self.log_alpha_A - shift), torch.sigmoid(self.log_alpha_v - shift)
+
+    def expected_l0(self) -> torch.Tensor:
+        """Expected number of non-zero gates, scale and shift together."""
+        p_scale, p_shift = self.open_probabilities()
+        return p_scale.sum() + p_shift.sum()
 
     @torch.no_grad()
     def open_gates(self) -> dict[str, int]:

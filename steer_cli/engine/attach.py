@@ -15,7 +15,6 @@ themselves. A forward without a span raises rather than silently steering every 
 from __future__ import annotations
 
 import json
-import math
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -36,6 +35,7 @@ from steer_cli.engine.sites import (
     resolve_layers,
     site_module,
 )
+from steer_cli.engine.training_hooks import TrainingHooks
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter.json"
@@ -70,7 +70,7 @@ class InterventionSpec:
             raise ValueError(f"positions {self.positions!r}: {err}") from None
 
 
-class Interventions(nn.Module):
+class Interventions(TrainingHooks, nn.Module):
     """One adapter per selected layer, applied as ``h <- h + delta(h)`` at the spec's site.
 
     Also the training loop's ``Parts`` (see ``loop.Parts``): ``batch_context`` sets the prompt
@@ -293,123 +293,16 @@ class Interventions(nn.Module):
 
         return hook
 
-    # -- training hooks (loop.Parts) ----------------------------------------------------------
-    @property
-    def _lofit(self) -> bool:
-        return self.spec.shape.parameterization == "lofit"
-
-    def lofit_heads_to_keep(self) -> int:
-        """LoFiT's k: ``lofit_heads`` as a fraction of all heads (at least 1) or a count."""
-        total = len(self.layer_ids) * (self.n_heads or 0)
-        wanted = self.spec.shape.lofit_heads
-        k = max(1, round(wanted * total)) if wanted < 1 else int(wanted)
-        if k > total:
-            raise ValueError(f"lofit_heads={wanted} asks for {k} heads, there are {total}")
-        return k
-
-    def param_groups(self, lr: float) -> list[dict]:
-        """Optimizer groups: LoReFT's orthogonal parametrization is kept out of weight decay.
-
-        torch's Householder map reads the sign of the diagonal of its ``original`` tensor (which
-        gets no gradient) as an integer: decay shrinks ``-1`` towards ``-0.99`` and R becomes
-        all zeros after one step. (pyreft trains with weight decay 0, so it never shows there.)
-        """
-        trainable = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
-        orthogonal = [p for n, p in trainable if ".parametrizations." in n]
-        decayed = [p for n, p in trainable if ".parametrizations." not in n]
-        groups = [{"params": decayed, "lr": lr}]
-        if orthogonal:
-            groups.append({"params": orthogonal, "lr": lr, "weight_decay": 0.0})
-        return groups
-
-    def begin_training(self, total_steps: int) -> None:
-        """Called by the training loop before step 1: plans LoFiT's stage switch."""
-        if self._lofit and self.lofit_stage == 1:
-            stage1 = round(self.spec.shape.lofit_stage_split * total_steps)
-            self._switch_at = min(max(1, stage1), max(1, total_steps - 1))
-
-    def after_step(self, step: int) -> None:
-        if self._lofit and self.lofit_stage == 1 and self._switch_at and step >= self._switch_at:
-            self.select_heads()
-
-    def penalty(self, step: int) -> torch.Tensor | None:
-        """LoFiT stage 1: ``l1 * sum |A|``; JoLA: ``lambda_t * expected L0`` with
-        ``lambda_t = jola_l0 * exp(-jola_l0_decay * step)``."""
-        shape = self.spec.shape
-        if self._lofit and self.lofit_stage == 1 and shape.lofit_l1:
-            return shape.lofit_l1 * sum(a.A.abs().sum() for a in self.adapters.values())
-        if shape.parameterization == "jola" and shape.jola_l0:
-            weight = shape.jola_l0 * math.exp(-shape.jola_l0_decay * step)
-            return weight * sum(a.expected_l0() for a in self.adapters.values())
-        return None
-
-    @property
-    def lofit_stage(self) -> int | None:
-        if not self._lofit:
-            return None
-        return min(a.stage for a in self.adapters.values())
-
-    def select_heads(self) -> dict[int, list[int]]:
-        """End LoFiT's stage 1: keep the top-k heads by ``||A_i||_2`` across all layers."""
-        norms = torch.stack([self.adapters[str(i)].A.detach().norm(dim=-1) for i in self.layer_ids])
-        k = self.lofit_heads_to_keep()
-        # Stable descending sort: ties go to the earlier layer / head.
-        order = torch.sort(norms.flatten().cpu(), descending=True, stable=True).indices[:k]
-        keep = torch.zeros(norms.numel(), dtype=torch.bool)
-        keep[order] = True
-        keep = keep.view(norms.shape)
-        for row, i in enumerate(self.layer_ids):
-            self.adapters[str(i)].select(keep[row], self._generator)
-        return self.selected_heads()
-
-    def selected_heads(self) -> dict[int, list[int]]:
-        return {
-            i: torch.nonzero(self.adapters[str(i)].heads).flatten().tolist()
-            for i in self.layer_ids
-            if bool(self.adapters[str(i)].heads.any())
-        }
-
-    def open_gates(self) -> dict:
-        """JoLA: how many gates are open (evaluation gate > 0), per layer and in total."""
-        per_layer = {i: self.adapters[str(i)].open_gates() for i in self.layer_ids}
-        return {
-            "scale": sum(g["scale"] for g in per_layer.values()),
-            "shift": sum(g["shift"] for g in per_layer.values()),
-            "total": 2 * len(self.layer_ids) * (self.n_heads or 0),
-            "per_layer": per_layer,
-        }
-
-    def summary(self) -> dict:
-        """What this adapter is and ended with: parameters, and LoFiT's heads / JoLA's gates."""
-        out: dict = {
-            "parameterization": self.spec.shape.parameterization,
-            "site": self.spec.site,
-            "positions": self.spec.positions,
-            "layers": self.layer_ids,
-            "trainable_params": self.num_parameters(),
-        }
-        if self._lofit:
-            out.update(
-                lofit_stage=self.lofit_stage,
-                heads_kept=self.lofit_heads_to_keep(),
-                selected_heads={str(k): v for k, v in self.selected_heads().items()},
-            )
-        if self.spec.shape.parameterization == "jola":
-            gates = self.open_gates()
-            gates["per_layer"] = {str(k): v for k, v in gates["per_layer"].items()}
-            out["open_gates"] = gates
-        return out
-
     # -- accounting ----------------------------------------------------------------------------
     def num_parameters(self) -> int:
         """Trainable parameters of the adapter as SPEC 2 counts them.
 
-        LoFiT counts ``2 d_head`` per kept head (the planned k during stage 1), not the
-        all-heads scales it trains while selecting.
+        LoFiT counts what its code counts for the final model: the biases v, ``d_head`` per
+        kept head (the planned k during stage 1), not the all-heads scales stage 1 trains.
         """
         if self._lofit:
             kept = sum(len(v) for v in self.selected_heads().values())
-            return 2 * self.head_dim * (kept or self.lofit_heads_to_keep())
+            return self.head_dim * (kept or self.lofit_heads_to_keep())
         return sum(p.numel() for p in self.parameters())
 
     # -- persistence ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""LoRA + adapter on one model: Joint-Orth's projection and the weight/activation diagnostics.
+"""LoRA + adapter on one model: LoRA's residual writers and Joint-Orth's projection (the
+diagnostics of the two parts are in ``joint_diagnostics``).
 
 Knows peft's LoRA layers (``lora_B[name].weight``, ``[out, r]``; checked at build time by
 ``check_writers``) and steer's adapters, nothing about recipes. All linear algebra runs in fp32
@@ -16,13 +17,19 @@ The projection (SPEC 5, Joint-Orth): per layer, ``B = [B_o_proj, B_down_proj]`` 
 
 A layer is skipped while ``||B||_F`` is below ``min_norm``: at init LoRA's B is 0 and its column
 space is undefined (an SVD of 0 returns an arbitrary basis, which the released code projects out).
+
+Sandwich-norm families (Gemma2/3) normalise each writer's output before the residual add, so
+what LoRA puts into the residual stream is ``norm(y + B A x) - norm(y)``, not a vector of col(B).
+Its best linear stand-in is ``diag(g) B``: an RMSNorm is ``g * y / rms(y)``, the per-token
+``1 / rms`` does not change a column space, and the term along ``y`` that linearising it adds
+(``-y (y . B A x) / |y|^2``, token by token) cannot be projected out of a fixed ``W_up`` and is
+left (about ``1/d`` of the cosine). So on those families B stands for ``diag(g) B``, with ``g``
+measured by calling the norm on scaled basis vectors (``residual_writes``), and the diagnostics
+measure the real post-norm write.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -30,14 +37,11 @@ from torch import nn
 
 from steer_cli.engine.adapters import LowRankAdapter, VectorAdapter
 from steer_cli.engine.sites import (
-    _sandwich_norms,
+    branch_norm,
     find_decoder_layers,
     hidden_size,
-    site_module,
     versions,
 )
-
-QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,8 @@ def check_writers(
     model: nn.Module, layer_ids, writers: tuple[str, ...] | list[str] | None = None
 ) -> None:
     """At build time: every steered layer has, for each writer (default: the residual writers
-    LoRA targets), a LoRA layer of the active adapter whose B is ``[hidden_size, r]``.
+    LoRA targets), a LoRA layer of the active adapter whose B is ``[hidden_size, r]``, and any
+    sandwich norm after it acts channel by channel (``norm_gain``).
 
     Joint-Orth projects onto col(B) of these; a writer that is not found would make the
     projection a no-op and the diagnostics empty, so this raises instead.
@@ -171,19 +176,56 @@ def check_writers(
             scaling = getattr(module, "scaling", None)
             if not isinstance(scaling, dict) or adapter not in scaling:
                 raise _peft_error(f"layer {i}: {writer}'s LoRA has no scaling[{adapter!r}]")
+            if (norm := branch_norm(layers[i], writer)) is not None:
+                norm_gain(norm, d)  # raises unless it acts channel by channel
+
+
+@torch.no_grad()
+def norm_gain(norm: nn.Module, width: int) -> torch.Tensor:
+    """The per-channel gain ``g`` of an RMSNorm-like ``norm`` (``[width]``, fp32), measured
+    through its forward: ``norm(sqrt(d) e_j) = sqrt(d) g_j e_j``. Raises if the norm does not act
+    channel by channel (then no fixed matrix stands in for what passes through it)."""
+    weight = next(norm.parameters(), None)
+    like = {"dtype": weight.dtype, "device": weight.device} if weight is not None else {}
+    probe = torch.eye(width, **like) * width**0.5
+    out = norm.forward(probe).float()  # .forward: no hooks (an adapter may sit on this norm)
+    gain = torch.diagonal(out) / width**0.5
+    off = (out - torch.diag(torch.diagonal(out))).abs().max()
+    if out.shape != (width, width) or float(off) > 1e-3 * float(gain.abs().max() + 1e-12):
+        raise ValueError(
+            f"{type(norm).__name__} does not scale channel by channel like an RMSNorm: "
+            f"Joint-Orth cannot tell what a LoRA write through it adds to the residual stream "
+            f"({versions()})"
+        )
+    return gain
+
+
+def residual_writes(layer: nn.Module, writer: str) -> torch.Tensor | None:
+    """The directions ``writer``'s LoRA writes into the residual stream, fp32 ``[d, r]``: B, or
+    ``diag(g) B`` where the writer's output passes a sandwich norm of gain ``g`` (see the module
+    docstring). None where the writer has no LoRA."""
+    b = lora_b(layer, writer)
+    if b is None:
+        return None
+    b = b.detach().float()
+    norm = branch_norm(layer, writer)
+    if norm is None:
+        return b
+    return norm_gain(norm, b.shape[0]).to(b.device)[:, None] * b
 
 
 def writer_matrix(layer: nn.Module, writers: tuple[str, ...]) -> torch.Tensor:
-    """``[B_w1, B_w2, ...]`` concatenated along columns, fp32 (``[d, sum r]``)."""
+    """``[B_w1, B_w2, ...]`` (each as it reaches the residual stream, ``residual_writes``)
+    concatenated along columns, fp32 (``[d, sum r]``)."""
     mats = []
     for writer in writers:
-        b = lora_b(layer, writer)
+        b = residual_writes(layer, writer)
         if b is None:
             raise ValueError(
                 f"no LoRA on {writer} in this layer: add it to lora.target_modules or drop it "
                 "from orth.writers"
             )
-        mats.append(b.detach().float())
+        mats.append(b)
     return torch.cat(mats, dim=1)
 
 
@@ -239,7 +281,8 @@ def project_adapter(adapter: nn.Module, q: torch.Tensor, side: str) -> None:
 
 
 def orthogonalize(model: nn.Module, interventions, spec: OrthSpec) -> dict[str, int]:
-    """Project every steered layer's adapter away from col(B) of its LoRA writers.
+    """Project every steered layer's adapter away from what its LoRA writers write into the
+    residual stream (col(B); col(diag(g) B) on sandwich-norm families).
 
     Returns ``{"projected": n, "skipped": m}`` (skipped: ``||B||_F < min_norm``).
     """
@@ -253,157 +296,3 @@ def orthogonalize(model: nn.Module, interventions, spec: OrthSpec) -> dict[str, 
         project_adapter(interventions.adapters[str(i)], column_basis(b, spec.rtol), spec.side)
         projected += 1
     return {"projected": projected, "skipped": skipped}
-
-
-# -- diagnostics -------------------------------------------------------------------------------
-
-
-def subspace_overlap(a: torch.Tensor, b: torch.Tensor, k: int | None = None) -> float:
-    """Mean squared cosine of the principal angles between the top-k left singular subspaces
-    of ``a`` and ``b`` (1: the same subspace; k/d expected for random ones; 0: orthogonal)."""
-    ua = torch.linalg.svd(a.detach().float(), full_matrices=False)[0]
-    ub = torch.linalg.svd(b.detach().float(), full_matrices=False)[0]
-    k = min(k or min(ua.shape[1], ub.shape[1]), ua.shape[1], ub.shape[1])
-    if k == 0:
-        return float("nan")
-    ua, ub = ua[:, :k], ub[:, :k].to(ua.device)
-    return float((ua.T @ ub).pow(2).sum() / k)
-
-
-def cosine_summary(cos: torch.Tensor) -> dict:
-    if cos.numel() == 0:
-        return {"tokens": 0}
-    qs = torch.quantile(cos.double(), torch.tensor(QUANTILES, dtype=torch.double))
-    return {
-        "tokens": int(cos.numel()),
-        "mean_abs": float(cos.abs().mean()),
-        "mean": float(cos.mean()),
-        "quantiles": {f"{q:g}": float(v) for q, v in zip(QUANTILES, qs, strict=True)},
-    }
-
-
-def _spectral(w: torch.Tensor) -> float:
-    return float(torch.linalg.matrix_norm(w.detach().float(), ord=2))
-
-
-def matrix_stats(interventions, model: nn.Module, i: int) -> dict:
-    """Per layer: adapter norms, its subspace overlap with each LoRA writer's B, and the share
-    of ``W_up`` inside col([B_o, B_down]) (what the projection drives to 0)."""
-    adapter = interventions.adapters[str(i)]
-    layer = find_decoder_layers(model)[i]
-    out: dict = {}
-    w_up = output_matrix(adapter)
-    if w_up is None:
-        return out
-    w_up = w_up.detach().float()
-    out["norms"] = {"W_up_fro": float(w_up.norm()), "W_up_spectral": _spectral(w_up)}
-    if isinstance(adapter, LowRankAdapter):
-        w_down = adapter.down.weight.detach().float()
-        out["norms"].update(W_down_fro=float(w_down.norm()), W_down_spectral=_spectral(w_down))
-    overlap: dict = {}
-    writers = []
-    for writer in ("down_proj", "o_proj"):
-        b = lora_b(layer, writer)
-        if b is None:
-            continue
-        b = b.detach().float()
-        writers.append(b)
-        k = min(w_up.shape[1], b.shape[1])
-        overlap[writer] = subspace_overlap(w_up, b, k) if float(b.norm()) > 0 else None
-        overlap["k"] = k
-    if writers:
-        overlap["chance"] = overlap["k"] / w_up.shape[0]
-        out["subspace_overlap"] = overlap
-        b = torch.cat([w.to(w_up.device) for w in writers], dim=1)  # [B_down, B_o]
-        norm = float(w_up.norm())
-        if float(b.norm()) > 0 and norm > 0:
-            q = column_basis(b)
-            out["W_up_in_lora_span"] = float((q.T @ w_up).norm()) / norm
-        else:
-            out["W_up_in_lora_span"] = None
-    return out
-
-
-@contextmanager
-def _capture(model: nn.Module, interventions) -> Iterator[dict]:
-    """Per layer: the MLP's input, the adapter site's output before the adapter edits it, and
-    what the LoRA of each residual writer (o_proj, down_proj) adds to that writer's output."""
-    layers = find_decoder_layers(model)
-    store: dict[int, dict] = {i: {} for i in interventions.layer_ids}
-    handles = []
-    for i in interventions.layer_ids:
-        module, where = site_module(layers[i], interventions.spec.site)
-        if where != "output":
-            raise ValueError(f"diagnostics need an output site, not {interventions.spec.site}")
-
-        def site_hook(mod, args, output, i=i):
-            h = output[0] if isinstance(output, tuple) else output
-            store[i]["h"] = h.detach()
-
-        def mlp_hook(mod, args, i=i):
-            store[i]["mlp_in"] = args[0].detach()
-
-        def writer_hook(lora, args, i=i, name="default"):  # B A x * scaling: in col(B)
-            x = args[0]
-            delta = lora.lora_B[name](lora.lora_A[name](x.to(lora.lora_A[name].weight.dtype)))
-            delta = delta.float() * lora.scaling[name]
-            store[i]["writers"] = store[i].get("writers", 0) + delta.detach()
-
-        # prepend: run before the adapter's own hook, so ``h`` is the unedited site output.
-        handles.append(module.register_forward_hook(site_hook, prepend=True))
-        handles.append(layers[i].mlp.register_forward_pre_hook(mlp_hook))
-        for writer in ("o_proj", "down_proj"):
-            found = _lora_module(layers[i], writer)
-            if found is not None:
-                lora, name = found
-                _checked_b(lora, name, writer)
-                hook = functools.partial(writer_hook, i=i, name=name)
-                handles.append(lora.register_forward_pre_hook(hook))
-    try:
-        yield store
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _mlp_write(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """What the MLP adds to the residual stream (Gemma: after its post-feedforward norm)."""
-    y = layer.mlp(x)
-    return layer.post_feedforward_layernorm(y) if _sandwich_norms(layer) else y
-
-
-@torch.no_grad()
-def shift_cosines(
-    peft_model: nn.Module, interventions, input_ids: torch.Tensor, attention_mask: torch.Tensor
-) -> dict[int, dict[str, torch.Tensor]]:
-    """One batch, every steered layer, per real token: the cosine between the adapter's shift
-    (``delta(h)`` at its site) and LoRA's shift of the MLP output (with minus without LoRA,
-    same input; ``cos``), both shifts' norms, and the cosine between the adapter's shift and
-    what LoRA's writers add through their B matrices (``writer_cos``: 0 under Joint-Orth's
-    output projection; the MLP shift also moves inside col(W_down) through gate/up_proj's
-    LoRA, so ``cos`` need not be). Runs the joint model (both parts on)."""
-    layers = find_decoder_layers(peft_model)
-    keep = attention_mask.bool()
-    out: dict[int, dict[str, torch.Tensor]] = {}
-    with _capture(peft_model, interventions) as store:
-        peft_model(input_ids=input_ids, attention_mask=attention_mask)
-    for i in interventions.layer_ids:
-        adapter = interventions.adapters[str(i)]
-        h, x = store[i]["h"], store[i]["mlp_in"]
-        delta_a = adapter(h.float())[keep]
-        with interventions.disabled():  # an adapter at mlp_output must not edit these
-            with_lora = _mlp_write(layers[i], x)
-            with peft_model.disable_adapter():
-                without = _mlp_write(layers[i], x)
-        delta_l = (with_lora.float() - without.float())[keep]
-        na, nl = delta_a.norm(dim=-1), delta_l.norm(dim=-1)
-        valid = (na > 0) & (nl > 0)
-        cos = (delta_a * delta_l).sum(-1)[valid] / (na * nl)[valid]
-        out[i] = {"cos": cos.cpu(), "adapter_norm": na.cpu(), "lora_norm": nl.cpu()}
-        writers = store[i].get("writers")
-        if writers is not None:
-            delta_w = writers[keep].to(delta_a.device)
-            nw = delta_w.norm(dim=-1)
-            valid = (na > 0) & (nw > 0)
-            out[i]["writer_cos"] = ((delta_a * delta_w).sum(-1)[valid] / (na * nw)[valid]).cpu()
-    return out

@@ -5,6 +5,8 @@ import re
 SITES: tuple[str, ...] = ("block_output", "mlp_output", "attn_output", "attn_heads")
 PARAMETERIZATIONS: tuple[str, ...] = ("vector", "lowrank", "loreft", "lofit", "jola")
 ACTIVATIONS: tuple[str, ...] = ("none", "silu", "relu", "gelu", "tanh")
+# How JoLA's expected-L0 penalty is scaled (see ``Interventions.penalty``).
+JOLA_PENALTIES: tuple[str, ...] = ("jola", "sum")
 POSITIONS: tuple[str, ...] = ("all", "prompt", "generated", "last_prompt")
 FIRST_LAST = re.compile(r"^f(\d+)\+l(\d+)$")  # pyreft's "first k and last k prompt tokens"
 

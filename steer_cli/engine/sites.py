@@ -203,6 +203,18 @@ def _sandwich_norms(layer: nn.Module) -> bool:
     return post_attn and post_ff
 
 
+# The residual writer whose output each sandwich norm normalises before the residual add.
+_BRANCH_NORMS = {"o_proj": "post_attention_layernorm", "down_proj": "post_feedforward_layernorm"}
+
+
+def branch_norm(layer: nn.Module, writer: str) -> nn.Module | None:
+    """The norm that ``writer`` (o_proj, down_proj)'s output passes through before the residual
+    add: Gemma2/3's sandwich norms; None where the output is added as it is."""
+    if writer not in _BRANCH_NORMS:
+        raise ValueError(f"unknown residual writer {writer!r}; choose from o_proj, down_proj")
+    return getattr(layer, _BRANCH_NORMS[writer]) if _sandwich_norms(layer) else None
+
+
 def site_module(layer: nn.Module, site: str) -> tuple[nn.Module, str]:
     """The module to hook for ``site`` in one decoder layer, and how: ``"output"`` (a forward
     hook editing the module's output, or its first output when it returns a tuple) or
