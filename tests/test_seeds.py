@@ -4,6 +4,7 @@ the same process twice, inside a sweep whatever ran before, and in a fresh proce
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -80,9 +81,13 @@ def test_a_fresh_process_gives_the_same_bytes(tmp_path):
     recipe_file.write_text(yaml.safe_dump(_raw("lora-dropout")))
     _disturb_global_rng()
     train.run(build_recipe(_raw("lora-dropout")), tmp_path / "here")
+    # Same bytes for the same intra-op thread count: a parallel reduction's order (and so its
+    # last bits) depends on it, and this process runs tests on one thread (conftest).
+    threads = str(torch.get_num_threads())
     subprocess.run(
         [sys.executable, "-m", "steer_cli", "train", str(recipe_file), "-o", str(tmp_path / "cli")],
         check=True,
         capture_output=True,
+        env={**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
     )
     assert _weights(tmp_path / "here") == _weights(tmp_path / "cli")
