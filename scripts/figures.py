@@ -95,7 +95,7 @@ def render(m: dict) -> str:
     setting = (
         f"What it reaches (seed {c['train']['seed']}, {r['steps']} optimizer steps of "
         f"{c['train']['batch_size']} examples, {r['examples']['train']:,} generated expressions "
-        f"of depth <= {listops.get('depth')}, evaluated on {after['total']} held-out ones):"
+        f"of depth at most {listops.get('depth')}, evaluated on {after['total']} held-out ones):"
     )
     table = [
         f"| | accuracy on {after['total']} test expressions |",
