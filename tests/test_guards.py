@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from steer_cli import models, parts
+from steer_cli import parts
 from steer_cli.engine.adapters import AdapterShape
 from steer_cli.engine.attach import InterventionSpec, attach
 from steer_cli.engine.joint import check_writers, lora_b, targeted_writers, writer_matrix
 from steer_cli.engine.sites import find_decoder_layers, head_geometry, site_module
 from steer_cli.errors import SteerError
-from steer_cli.models import load_model
+from steer_cli.models import embedded, load_model
 from steer_cli.parts import build_parts, quiet_peft
 from steer_cli.recipe import build_recipe
 
@@ -329,7 +329,7 @@ class FakeQuantizer:
 def test_gguf_is_loaded_dequantized_through_the_public_option():
     import transformers
 
-    options = models._gguf_dequantized()
+    options = embedded._gguf_dequantized()
     if hasattr(transformers, "GgufConfig"):
         assert options["quantization_config"].dequantize is True
     else:  # transformers 4.x dequantizes GGUF on load
@@ -340,39 +340,39 @@ def test_a_quantizer_is_dropped_through_its_own_method():
     model, _ = _fresh()
     model.hf_quantizer = FakeQuantizer()
     model.config.quantization_config = {"quant_method": "gguf"}
-    models._drop_quantizer(model)
+    embedded._drop_quantizer(model)
     assert getattr(model, "hf_quantizer", None) is None
     assert getattr(model.config, "quantization_config", None) is None
-    models._drop_quantizer(model)  # a plain model passes as it is
+    embedded._drop_quantizer(model)  # a plain model passes as it is
 
 
 def test_a_quantizer_that_cannot_be_dropped_is_an_error():
     model, _ = _fresh()
     model.hf_quantizer = FakeQuantizer(removes=False)
     with pytest.raises(SteerError, match=r"no remove_quantization_config \(transformers \d"):
-        models._drop_quantizer(model)
+        embedded._drop_quantizer(model)
 
 
 def test_a_model_still_quantized_after_dropping_is_an_error():
     model, _ = _fresh()
     model.config.quantization_config = {"quant_method": "gguf"}
     with pytest.raises(SteerError, match=r"still has config.quantization_config.*transformers"):
-        models._drop_quantizer(model)
+        embedded._drop_quantizer(model)
     del model.config.quantization_config
     model.model.norm.to(torch.float16)
     with pytest.raises(SteerError, match="torch.float16"):
-        models._drop_quantizer(model)
+        embedded._drop_quantizer(model)
 
 
 def test_the_saved_checkpoint_is_checked_plain_fp32(tmp_path):
     model, _ = _fresh()
     model.save_pretrained(tmp_path / "ok")
-    models._check_plain_checkpoint(tmp_path / "ok", model)
+    embedded._check_plain_checkpoint(tmp_path / "ok", model)
     config = json.loads((tmp_path / "ok" / "config.json").read_text())
     config["quantization_config"] = {"quant_method": "gguf"}
     (tmp_path / "ok" / "config.json").write_text(json.dumps(config))
     with pytest.raises(SteerError, match=r"config.json has a quantization_config.*transformers"):
-        models._check_plain_checkpoint(tmp_path / "ok", model)
+        embedded._check_plain_checkpoint(tmp_path / "ok", model)
     model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
     with pytest.raises(SteerError, match="is BF16"):
-        models._check_plain_checkpoint(tmp_path / "bf16", model.to(torch.float32))
+        embedded._check_plain_checkpoint(tmp_path / "bf16", model.to(torch.float32))

@@ -10,12 +10,12 @@ import time
 import pytest
 import torch
 
-from steer_cli import models
 from steer_cli.errors import SteerError
 from steer_cli.models import (
     EMBEDDED,
     TINY_FAMILIES,
     cache_dir,
+    hub,
     load_model,
     resolve_device,
     resolve_dtype,
@@ -289,7 +289,7 @@ def test_unreachable_hub_id_offline_mode(monkeypatch):
 def test_unreachable_hub_id_fails_fast_without_offline_mode(monkeypatch):
     # Without the reachability probe huggingface_hub retries for ~45 s before giving up.
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(models, "_HUB_PROBE", {})
+    monkeypatch.setattr(hub, "_HUB_PROBE", {})
     start = time.monotonic()
     with pytest.raises(SteerError, match="nonexistent-org/nonexistent-model-xyz"):
         load_model("nonexistent-org/nonexistent-model-xyz", device="cpu")

@@ -116,7 +116,7 @@ def run_dir_of(spec: str) -> Path | None:
     """The run directory ``spec`` names, None for a model name or model directory; anything else
     (a missing path, a folder that is neither, a run without its trained parts) is an error
     before any model loads."""
-    from steer_cli import models
+    from steer_cli.models.hub import looks_like_path
     from steer_cli.runs import check_finished
 
     path = Path(spec).expanduser()
@@ -129,7 +129,7 @@ def run_dir_of(spec: str) -> Path | None:
             "(no config.json)",
             "pass a directory written by `steer train`, or a model name",
         )
-    if not path.exists() and models._looks_like_path(spec):
+    if not path.exists() and looks_like_path(spec):
         raise SteerError(
             f"no run directory or model at {spec}",
             "pass a directory written by `steer train`, a model directory, or a model name "
