@@ -79,12 +79,16 @@ def generate(
     max_new_tokens: int,
     batch_size: int,
     on_batch: Callable[[int], None] | None = None,
+    overrides: dict | None = None,
+    streamer=None,
 ) -> list[str]:
     """Greedy continuations of token-id prompts, decoded without special tokens.
 
     Prompts are batched by length (less padding) and returned in the input order. Each row's
     prompt span (its non-pad columns) is given to the attached interventions, so position modes
-    other than `all` mean what they mean in training.
+    other than `all` mean what they mean in training. ``overrides`` change the greedy settings
+    (``steer generate``'s sampling); ``streamer`` (a transformers streamer, one prompt) receives
+    the tokens as they are generated.
     """
     ids = generate_ids(
         model,
@@ -93,6 +97,8 @@ def generate(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         on_batch=on_batch,
+        overrides=overrides,
+        streamer=streamer,
     )
     return tokenizer.batch_decode(ids, skip_special_tokens=True)
 
@@ -106,16 +112,23 @@ def generate_ids(
     max_new_tokens: int,
     batch_size: int,
     on_batch: Callable[[int], None] | None = None,
+    overrides: dict | None = None,
+    streamer=None,
 ) -> list[list[int]]:
     """:func:`generate`'s greedy continuations as token ids, cut after the first EOS (kept) and
     without padding: what ``steer oracle`` teacher-forces, where re-tokenizing text would not
     give back the same tokens. Greedy whatever the checkpoint's generation_config says
-    (:func:`greedy_kwargs`); any of :func:`eos_ids` ends an answer."""
+    (:func:`greedy_kwargs`) unless ``overrides`` say otherwise; any of :func:`eos_ids` ends an
+    answer."""
     from steer_cli.engine.attach import prompt_span
 
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
-    settings = greedy_kwargs(model, tokenizer, max_new_tokens)
+    settings = {**greedy_kwargs(model, tokenizer, max_new_tokens), **(overrides or {})}
+    if streamer is not None:
+        if len(prompts) != 1:
+            raise ValueError("a streamer follows one prompt")
+        settings["streamer"] = streamer
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     outputs: list[list[int]] = [[] for _ in prompts]
     eos = set(settings["eos_token_id"])
