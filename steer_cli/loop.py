@@ -277,7 +277,11 @@ def stage_configs(trainable: Parts | None, cfg: TrainSection) -> list[TrainSecti
     """The trainings a run is made of: ``[cfg]``, or one per stage of a part's
     ``training_stages()`` (LoFiT), each ``cfg`` with that stage's overrides (lr, epochs)."""
     plan = getattr(trainable, "training_stages", None)
-    stages = plan() if plan is not None else None
+    return with_stages(cfg, plan() if plan is not None else None)
+
+
+def with_stages(cfg: TrainSection, stages: list[dict] | None) -> list[TrainSection]:
+    """``[cfg]``, or ``cfg`` with each stage's overrides."""
     return [cfg.model_copy(update=stage) for stage in stages] if stages else [cfg]
 
 

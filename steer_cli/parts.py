@@ -32,6 +32,7 @@ from torch import nn
 from steer_cli.engine.adapters import AdapterShape
 from steer_cli.engine.attach import Interventions, InterventionSpec, attach
 from steer_cli.engine.sites import find_decoder_layers, head_geometry, hidden_size, resolve_layers
+from steer_cli.engine.training_hooks import heads_to_keep
 from steer_cli.errors import SteerError
 from steer_cli.methods import METHODS
 from steer_cli.recipe import AdapterSection, LoraSection, Recipe, build_recipe
@@ -481,14 +482,18 @@ def lora_parameter_count(model: nn.Module, section: LoraSection) -> int:
 def adapter_parameter_count(model: nn.Module, section: AdapterSection, rank: int) -> int:
     """SPEC 2's per-layer formula (``AdapterShape.parameter_count``) times the layers steered.
 
-    For the ranked parameterizations (what the rank search sizes); the width is the site's:
-    the concatenated heads at ``attn_heads``, the residual stream elsewhere.
+    The width is the site's: the concatenated heads at ``attn_heads``, the residual stream
+    elsewhere; LoFiT counts its kept heads (``lofit_heads``) across the steered layers.
     """
     spec = adapter_spec(section.model_copy(update={"rank": rank}))
     n_heads, head_dim = head_geometry(model)
     width = n_heads * head_dim if spec.site == "attn_heads" else hidden_size(model)
     layers = resolve_layers(spec.layers, len(find_decoder_layers(model)))
-    return len(layers) * spec.shape.parameter_count(width)
+    shape = spec.shape
+    if shape.parameterization == "lofit":  # the kept heads, all layers together
+        kept = heads_to_keep(shape.lofit_heads, len(layers) * n_heads)
+        return shape.parameter_count(width, head_dim=head_dim, selected_heads=kept)
+    return len(layers) * shape.parameter_count(width, n_heads=n_heads, head_dim=head_dim)
 
 
 def count_parameters(model: nn.Module, recipe: Recipe) -> int:
@@ -503,8 +508,6 @@ def count_parameters(model: nn.Module, recipe: Recipe) -> int:
         return lora_parameter_count(model, recipe.lora) + count_parameters(model, adapter_only)
     if recipe.adapter.rank == "auto":
         recipe, _ = resolve_rank(model, recipe)
-    if recipe.adapter.parameterization not in _RANKED:  # head-wise: count what is built
-        return measure(model, recipe)
     try:
         return adapter_parameter_count(model, recipe.adapter, recipe.adapter.rank)
     except ValueError as err:

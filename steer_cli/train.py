@@ -70,8 +70,10 @@ class _Prepared:
             )
 
 
-def _prepare(recipe: Recipe) -> _Prepared:
-    """Load the task's splits and the model, resolve an automatic rank, tokenize the data."""
+def _prepare(recipe: Recipe, *, skeleton: bool = False) -> _Prepared:
+    """Load the task's splits and the model, resolve an automatic rank, tokenize the data.
+
+    ``skeleton``: the model on the meta device, without its weights (``--dry-run``)."""
     from steer_cli import models
     from steer_cli.data.encode import encode_for_training, prompt_token_ids, uses_chat_template
     from steer_cli.data.splits import size_line, size_report
@@ -84,11 +86,17 @@ def _prepare(recipe: Recipe) -> _Prepared:
     splits = load_splits(task, recipe.data)
     data_sizes = size_report(recipe.data, splits)
     err_console.print(size_line(data_sizes), markup=False, highlight=False)
-    err_console.print(f"loading model [bold]{recipe.model.name}[/]")
-    # No training seed here: a base model (tiny-* included) is defined by its name alone.
-    model, tokenizer = models.load_model(
-        recipe.model.name, dtype=recipe.model.dtype, device=recipe.model.device
-    )
+    if skeleton:
+        from steer_cli.models.skeleton import load_skeleton
+
+        err_console.print(f"reading model [bold]{recipe.model.name}[/] (config, no weights)")
+        model, tokenizer = load_skeleton(recipe.model.name)
+    else:
+        err_console.print(f"loading model [bold]{recipe.model.name}[/]")
+        # No training seed here: a base model (tiny-* included) is defined by its name alone.
+        model, tokenizer = models.load_model(
+            recipe.model.name, dtype=recipe.model.dtype, device=recipe.model.device
+        )
     model.requires_grad_(False)
     base_params = count_base(model)
     recipe, rank_choice = resolve_rank(model, recipe)  # adapter.rank: auto -> a number

@@ -14,6 +14,26 @@ import math
 import torch
 
 
+def heads_to_keep(wanted: float, total: int) -> int:
+    """LoFiT's k: ``lofit_heads`` as a fraction of ``total`` heads (at least 1) or a count."""
+    k = max(1, round(wanted * total)) if wanted < 1 else int(wanted)
+    if k > total:
+        raise ValueError(f"lofit_heads={wanted} asks for {k} heads, there are {total}")
+    return k
+
+
+def lofit_stages(shape) -> list[dict] | None:
+    """The per-stage overrides of train's settings of an ``AdapterShape``: LoFiT's two
+    trainings (``lr``, ``epochs`` where set), None for one training."""
+    if shape.parameterization != "lofit" or shape.lofit_stage_split is not None:
+        return None
+    stages = (
+        {"lr": shape.lofit_lr_stage1, "epochs": shape.lofit_epochs_stage1},
+        {"lr": shape.lofit_lr_stage2, "epochs": shape.lofit_epochs_stage2},
+    )
+    return [{k: v for k, v in stage.items() if v is not None} for stage in stages]
+
+
 class TrainingHooks:
     """Mixed into ``Interventions``; see the module docstring."""
 
@@ -22,13 +42,8 @@ class TrainingHooks:
         return self.spec.shape.parameterization == "lofit"
 
     def lofit_heads_to_keep(self) -> int:
-        """LoFiT's k: ``lofit_heads`` as a fraction of all heads (at least 1) or a count."""
-        total = len(self.layer_ids) * (self.n_heads or 0)
-        wanted = self.spec.shape.lofit_heads
-        k = max(1, round(wanted * total)) if wanted < 1 else int(wanted)
-        if k > total:
-            raise ValueError(f"lofit_heads={wanted} asks for {k} heads, there are {total}")
-        return k
+        """LoFiT's k over the steered layers' heads (``heads_to_keep``)."""
+        return heads_to_keep(self.spec.shape.lofit_heads, len(self.layer_ids) * (self.n_heads or 0))
 
     def param_groups(self, lr: float) -> list[dict]:
         """Optimizer groups: LoReFT's orthogonal parametrization is kept out of weight decay.
@@ -51,14 +66,7 @@ class TrainingHooks:
         the biases v of the kept heads; each stage has its own optimizer, and its LR and epochs
         override train's where set. None for one training (every other method, and LoFiT's
         ``lofit_stage_split`` variant, which switches inside one)."""
-        shape = self.spec.shape
-        if not self._lofit or shape.lofit_stage_split is not None or self.lofit_stage != 1:
-            return None
-        stages = (
-            {"lr": shape.lofit_lr_stage1, "epochs": shape.lofit_epochs_stage1},
-            {"lr": shape.lofit_lr_stage2, "epochs": shape.lofit_epochs_stage2},
-        )
-        return [{k: v for k, v in stage.items() if v is not None} for stage in stages]
+        return lofit_stages(self.spec.shape) if self.lofit_stage in (None, 1) else None
 
     def begin_stage(self, stage: int) -> None:
         """Called by the training loop before each stage of ``training_stages`` (1, 2)."""
