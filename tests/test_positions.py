@@ -90,8 +90,15 @@ def test_cached_generation_equals_recomputation(tiny, mode):
 
 @contextmanager
 def _layer_outputs(layer):
+    """The layer's hidden-state output, call by call (some releases return it in a tuple, e.g.
+    Gemma3 under transformers 4.56)."""
     seen = []
-    handle = layer.register_forward_hook(lambda m, a, o: seen.append(o.detach().clone()))
+
+    def record(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        seen.append(hidden.detach().clone())
+
+    handle = layer.register_forward_hook(record)
     try:
         yield seen
     finally:
