@@ -226,6 +226,15 @@ def _report(results: dict, diagnostics: dict | None, method: str, output: Path) 
     console.print(f"run written to [bold]{output}[/]")
 
 
+def _display_name(output: Path) -> str:
+    """How the card names the run directory: relative to here when it is below here."""
+    path = Path(output).expanduser().absolute()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
     """Train ``recipe``, evaluate before and after, and write its run directory."""
     import yaml
@@ -281,5 +290,10 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
         if parts.kind == "joint":
             results["joint"] = parts.summary()
         write_json(run_dir / rundir.RESULTS, results)
+        from steer_cli.card import CARD, model_card
+
+        write_text(
+            run_dir / CARD, model_card(recipe, results, prepared.task, _display_name(output))
+        )
     _report(results, diagnostics, recipe.method, output)
     return TrainedRun(results, parts.model, prepared.tokenizer, parts)
