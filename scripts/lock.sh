@@ -15,7 +15,9 @@ pip=("$work/venv/bin/python" -m pip)
   echo "# Exact versions of every dependency, installed by both README commands (make install)."
   echo "# Refresh with \`make lock\` (scripts/lock.sh), then run make test and make figures."
   echo "# Resolved on $(date -u +%Y-%m-%d) with Python $("$work/venv/bin/python" -c 'import platform; print(platform.python_version())')."
-  "${pip[@]}" freeze --exclude-editable | sed -E 's/^(torch==[^+]+)\+.*/\1/'
+  # --all: setuptools too (tensorboard needs it at run time); pip itself is not a dependency.
+  "${pip[@]}" freeze --all --exclude-editable | grep -v '^pip==' |
+    sed -E 's/^(torch==[^+]+)\+.*/\1/'
 } > constraints.txt.tmp
 mv constraints.txt.tmp constraints.txt
 echo "constraints.txt: $(grep -vc '^#' constraints.txt) packages"

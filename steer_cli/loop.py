@@ -33,6 +33,7 @@ class StepStats:
     seconds: float
     group_lrs: list[float] | None = None  # every group's LR, when they differ
     stage: int | None = None  # which training of a staged run (LoFiT: 1, 2)
+    grad_norm: float | None = None  # the gradients' total L2 norm, before any clipping
 
 
 @dataclass
@@ -133,16 +134,18 @@ class _Loop:
     after_step: Callable | None = None
     begin_epoch: Callable | None = None
     on_step: Callable[[StepStats], None] | None = None
+    grad_norm: bool = False  # measure the gradients' norm every step (a host sync)
 
     @property
     def world(self) -> int:
         return self.accelerator.num_processes
 
-    def step(self, step: int, batch: list[dict]) -> tuple[float, int, int, int]:
+    def step(self, step: int, batch: list[dict]) -> tuple[float, int, int, int, float | None]:
         """One optimizer step over ``batch`` (this process's share, in micro-batches).
 
         Returns the effective batch's mean loss per supervised token, its supervised token
-        count, and this process's non-pad and padded token counts.
+        count, this process's non-pad and padded token counts, and the gradient norm (when
+        clipping or ``grad_norm`` asks for it).
         """
         world, rank = self.world, self.accelerator.process_index
         # Next-token targets are labels[1:]; count them over the whole effective batch.
@@ -186,12 +189,14 @@ class _Loop:
                         loss = loss + penalty
                 self.accelerator.backward(loss)
             loss_sum += float(token_losses.detach())
-        if self.cfg.max_grad_norm:
-            self.accelerator.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        norm = None
+        if self.cfg.max_grad_norm or self.grad_norm:
+            limit = self.cfg.max_grad_norm or float("inf")  # inf: measured, not clipped
+            norm = float(self.accelerator.clip_grad_norm_(self.params, limit))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_sum / supervised * world, supervised, tokens, padded
+        return loss_sum / supervised * world, supervised, tokens, padded, norm
 
     def run(
         self, rows: list[dict], order: Iterator, counts: _Counts, steps: int, *, stage: int | None
@@ -205,7 +210,7 @@ class _Loop:
             if self.begin_epoch is not None and (local - 1) % per_epoch == 0:
                 self.begin_epoch((local - 1) // per_epoch + 1)
             batch = [rows[i] for i in next(order)]
-            loss, supervised, tokens, padded = self.step(step, batch)
+            loss, supervised, tokens, padded, norm = self.step(step, batch)
             if self.after_step is not None:
                 self.after_step(step)
             counts.add(loss, supervised, tokens, padded)
@@ -221,6 +226,7 @@ class _Loop:
                         tokens=tokens,
                         seconds=time.perf_counter() - step_start,
                         stage=stage,
+                        grad_norm=norm,
                     )
                 )
 
@@ -299,6 +305,7 @@ def train_loop(
     pad_id: int,
     on_step: Callable[[StepStats], None] | None = None,
     mega_batches: int = MEGA_BATCHES,
+    grad_norm: bool = False,
 ) -> LoopSummary:
     """AdamW over the parameters that require grad, effective batch by gradient accumulation.
 
@@ -306,6 +313,7 @@ def train_loop(
     however it is split into micro-batches or processes. Batches group similar lengths
     (:mod:`steer_cli.data.batching`; ``mega_batches=0``: plain seeded shuffling). ``cfg.seed``
     seeds the data order and every random draw of the steps (dropout), process by process.
+    ``grad_norm``: report each step's gradient norm in its ``StepStats`` (trackers log it).
 
     A part with ``training_stages`` (LoFiT) is trained once per stage, as separate trainings
     are: a fresh optimizer and schedule, the stage's LR and epochs, the same seeded data order;
@@ -347,6 +355,7 @@ def train_loop(
             after_step=getattr(trainable, "after_step", None),
             begin_epoch=getattr(trainable, "begin_epoch", None),
             on_step=on_step,
+            grad_norm=grad_norm,
         )
         order = batch_stream(
             [len(r["input_ids"]) for r in rows],

@@ -341,6 +341,20 @@ class TrainSection(_Section):
     warmup_ratio: float = Field(0.0, ge=0, le=1)
     max_grad_norm: float | None = Field(None, gt=0)
     log_every: int = Field(10, ge=1)
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "none"]] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="experiment trackers (accelerate's): tensorboard (events in RUN/logs), "
+        "wandb, mlflow; none or [] for no tracking",
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        return [value] if isinstance(value, str) else value
+
+    @property
+    def trackers(self) -> list[str]:
+        return [name for name in dict.fromkeys(self.report_to) if name != "none"]
 
 
 class EvalSection(_Section):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,8 +152,8 @@ def _announce(parts, prepared: _Prepared) -> int:
     return trainable
 
 
-def _train_logged(parts, prepared: _Prepared, metrics_path: Path):
-    """The loop, with one ``metrics.jsonl`` line per step and a progress bar."""
+def _train_logged(parts, prepared: _Prepared, metrics_path: Path, tracker=None):
+    """The loop, with one ``metrics.jsonl`` line per step, a progress bar and the trackers."""
     from steer_cli.report import StepProgress
 
     recipe = prepared.recipe
@@ -174,6 +175,8 @@ def _train_logged(parts, prepared: _Prepared, metrics_path: Path):
             bar.advance(
                 1, loss=f"{s.loss:.4f}", lr=f"{s.lr:.1e}", tok_s=f"{s.tokens / s.seconds:,.0f}"
             )
+            if tracker is not None:
+                tracker.log(_step_scalars(s), step=s.step)
 
         return train_loop(
             parts.model,
@@ -182,7 +185,24 @@ def _train_logged(parts, prepared: _Prepared, metrics_path: Path):
             recipe.train,
             pad_id=prepared.tokenizer.pad_token_id,
             on_step=on_step,
+            grad_norm=tracker is not None,
         )
+
+
+def _step_scalars(s: StepStats) -> dict:
+    """What the trackers get each step (see ``steer_cli.tracking``)."""
+    values = {
+        "train/loss": s.loss,
+        "train/lr": s.lr,
+        "train/tokens_per_second": s.tokens / s.seconds,
+    }
+    for k, lr in enumerate(s.group_lrs or []):
+        values[f"train/lr_group{k}"] = lr
+    if s.grad_norm is not None:
+        values["train/grad_norm"] = s.grad_norm
+    if s.stage is not None:
+        values["train/stage"] = s.stage
+    return values
 
 
 def _evaluate_after(parts, prepared: _Prepared) -> tuple[dict, list[dict]]:
@@ -226,6 +246,27 @@ def _report(results: dict, diagnostics: dict | None, method: str, output: Path) 
     console.print(f"run written to [bold]{output}[/]")
 
 
+@contextmanager
+def _tracked(recipe: Recipe, run_dir: Path, output: Path):
+    """The run's trackers (None without ``train.report_to``), closed before the run directory
+    moves into place; each logs under the run directory's name."""
+    from steer_cli.tracking import Tracking
+
+    if not recipe.train.trackers:
+        yield None
+        return
+    tracker = Tracking(recipe.train.trackers, run_dir, Path(output).name, recipe.resolved())
+    try:
+        yield tracker.start()
+    finally:
+        tracker.finish()
+
+
+def _log_accuracy(tracker, when: str, evaluation: dict, *, step: int) -> None:
+    if tracker is not None:
+        tracker.log({f"eval/{when}_accuracy": evaluation["accuracy"]}, step=step)
+
+
 def _display_name(output: Path) -> str:
     """How the card names the run directory: relative to here when it is below here."""
     path = Path(output).expanduser().absolute()
@@ -239,16 +280,17 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
     """Train ``recipe``, evaluate before and after, and write its run directory."""
     import yaml
 
-    from steer_cli import rundir
+    from steer_cli import rundir, tracking
     from steer_cli.atomic import write_json, write_text
     from steer_cli.parts import build_parts, kind_of
 
     wall_start = time.perf_counter()
     staged = rundir.StagedRun(output, overwrite=overwrite)
     staged.check()
+    tracking.check(recipe.train.trackers)
     prepared = _prepare(recipe)
     recipe = prepared.recipe
-    with staged as run_dir:
+    with staged as run_dir, _tracked(recipe, run_dir, output) as tracker:
         write_text(run_dir / rundir.CONFIG, yaml.safe_dump(recipe.resolved(), sort_keys=False))
         results: dict = {
             "method": recipe.method,
@@ -263,10 +305,12 @@ def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
         # The base model, before any part exists: right for every kind (SFT has no other time).
         if recipe.eval.before:
             results["eval"]["before"], _ = prepared.evaluate("before", prepared.model)
+            _log_accuracy(tracker, "before", results["eval"]["before"], step=0)
         parts = build_parts(prepared.model, recipe)  # for LoRA, parts.model is the peft model
         trainable = _announce(parts, prepared)
-        summary = _train_logged(parts, prepared, run_dir / rundir.METRICS)
+        summary = _train_logged(parts, prepared, run_dir / rundir.METRICS, tracker)
         results["eval"]["after"], records = _evaluate_after(parts, prepared)
+        _log_accuracy(tracker, "after", results["eval"]["after"], step=summary.steps)
         diagnostics = _save(run_dir, parts, prepared, records)
         results.update(
             trainable_params=trainable,
