@@ -33,9 +33,11 @@ def test_run_directory_and_reload_gives_identical_logits(tmp_path):
     out = tmp_path / "run"
     trained = train.run(_recipe(), out)
     assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",  # the model card
         "adapter.json",
         "adapter.safetensors",
         "config.yaml",
+        "logs",  # TensorBoard events (train.report_to)
         "metrics.jsonl",
         "predictions.jsonl",
         "results.json",
