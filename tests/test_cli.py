@@ -150,3 +150,22 @@ def test_stale_staging_of_a_dead_process_is_removed(tmp_path, recipe):
     result = runner.invoke(app, ["train", str(recipe), "-o", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "tiny.yaml"]
+
+
+def test_every_command_takes_json():
+    """Scripts get JSON from every command: --json is in each one's help, and the cheap ones
+    print a document that parses, with nothing else on stdout."""
+    import json
+
+    for command in ("train", "generate", "eval", "oracle", "compare", "methods", "tasks"):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0 and "--json" in result.output, command
+    methods = json.loads(runner.invoke(app, ["methods", "--json"]).stdout)
+    assert {m["name"] for m in methods} >= {"postblock", "lora", "joint-orth"}
+    assert next(m for m in methods if m["name"] == "joint")["lora"]["rank"] == 8
+    tasks = json.loads(runner.invoke(app, ["tasks", "--json"]).stdout)
+    assert next(t for t in tasks if t["name"] == "boolq")["source"] == "google/boolq"
+    paper = json.loads(runner.invoke(app, ["compare", "--paper", "table1", "--json"]).stdout)
+    assert paper["rows"]
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.stdout.startswith("steer ")

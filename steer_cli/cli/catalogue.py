@@ -16,6 +16,9 @@ def methods_(
         typer.Option("--model", "-m", help="Also count trainable parameters on this model."),
     ] = None,
     device: Annotated[str, typer.Option(help="Where to load --model.")] = "cpu",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list of the methods, nothing else.")
+    ] = False,
 ) -> None:
     """List the methods (presets): kind, site, parameterization, positions, default LR."""
     from steer_cli.methods import METHODS
@@ -28,13 +31,57 @@ def methods_(
         from steer_cli.parts import measure_methods
 
         base, counts = measure_methods(model, recipes, device=device)
+    if as_json:
+        import json
+
+        typer.echo(json.dumps([_method_row(r, counts, base) for r in recipes.values()]))
+        return
     console.print(methods_table(recipes, counts, base, model))
     if counts is not None and None in counts.values():
         console.print("[dim]-: not built by the engine yet[/]")
 
 
+def _method_row(recipe, counts: dict | None, base: int | None) -> dict:
+    """One method for ``steer methods --json``."""
+    from steer_cli.methods import METHODS
+
+    method = METHODS[recipe.method]
+    row = {
+        "name": recipe.method,
+        "kind": method.kind,
+        "description": method.description,
+        "lr": recipe.train.lr,
+        "scheduler": recipe.train.scheduler,
+    }
+    if method.kind in ("adapter", "joint"):
+        a = recipe.adapter
+        row["adapter"] = {
+            "site": a.site,
+            "parameterization": a.parameterization,
+            "rank": a.rank,
+            "activation": a.activation,
+            "layers": a.layers,
+            "positions": a.positions,
+        }
+    if method.kind in ("lora", "joint"):
+        row["lora"] = {
+            "rank": recipe.lora.rank,
+            "alpha": recipe.lora.alpha,
+            "target_modules": list(recipe.lora.target_modules),
+            "lr": recipe.lora.lr,
+        }
+    if counts is not None:
+        row["params"] = counts.get(recipe.method)
+        row["base_params"] = base
+    return row
+
+
 @app.command()
-def tasks() -> None:
+def tasks(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list of the tasks, nothing else.")
+    ] = False,
+) -> None:
     """List the tasks: data source, how splits are made, epochs, generation and max length."""
     from rich import box
     from rich.console import Console
@@ -42,6 +89,26 @@ def tasks() -> None:
     from rich.table import Table
 
     from steer_cli.data.tasks import TASKS
+
+    if as_json:
+        import json
+
+        rows = [
+            {
+                "name": task.name,
+                "source": task.source,
+                "config": task.config,
+                "splits": dict(task.splits),
+                "fields": list(task.fields),
+                "epochs": task.epochs,
+                "max_new_tokens": task.max_new_tokens,
+                "max_length": task.max_length,
+                "description": task.description,
+            }
+            for task in TASKS.values()
+        ]
+        typer.echo(json.dumps(rows))
+        return
 
     table = Table(
         title="tasks (data.task)", title_justify="left", box=box.SIMPLE_HEAD, show_lines=True
