@@ -134,7 +134,8 @@ class _Loop:
     after_step: Callable | None = None
     begin_epoch: Callable | None = None
     on_step: Callable[[StepStats], None] | None = None
-    grad_norm: bool = False  # measure the gradients' norm every step (a host sync)
+    parts: Parts | None = None
+    checkpointer: object | None = None  # checkpoints.Checkpointer
 
     @property
     def world(self) -> int:
@@ -144,8 +145,9 @@ class _Loop:
         """One optimizer step over ``batch`` (this process's share, in micro-batches).
 
         Returns the effective batch's mean loss per supervised token, its supervised token
-        count, this process's non-pad and padded token counts, and the gradient norm (when
-        clipping or ``grad_norm`` asks for it).
+        count, this process's non-pad and padded token counts, and the gradient norm (before
+        clipping). A NaN/inf loss or gradient raises :class:`NonFinite` (``on_nonfinite:
+        stop``) or skips the update (``skip``).
         """
         world, rank = self.world, self.accelerator.process_index
         # Next-token targets are labels[1:]; count them over the whole effective batch.
@@ -189,22 +191,35 @@ class _Loop:
                         loss = loss + penalty
                 self.accelerator.backward(loss)
             loss_sum += float(token_losses.detach())
-        norm = None
-        if self.cfg.max_grad_norm or self.grad_norm:
-            limit = self.cfg.max_grad_norm or float("inf")  # inf: measured, not clipped
-            norm = float(self.accelerator.clip_grad_norm_(self.params, limit))
+        norm = _grad_norm(self.params)
+        loss = loss_sum / supervised * world
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.cfg.on_nonfinite == "stop":
+                raise NonFinite(step, loss, norm)
+            return loss, supervised, tokens, padded, norm  # skip: no update from this batch
+        if self.cfg.max_grad_norm:
+            self.accelerator.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_sum / supervised * world, supervised, tokens, padded, norm
+        return loss, supervised, tokens, padded, norm
 
     def run(
-        self, rows: list[dict], order: Iterator, counts: _Counts, steps: int, *, stage: int | None
+        self,
+        rows: list[dict],
+        order: Iterator,
+        counts: _Counts,
+        steps: int,
+        *,
+        stage: int | None,
+        done: int = 0,
     ) -> None:
-        """``steps`` optimizer steps over batches from ``order``, numbered on from
-        ``counts.steps``; what they processed is added to ``counts``."""
+        """Steps ``done + 1 .. steps`` of this stage over batches from ``order``, numbered on
+        from ``counts.steps``; what they processed is added to ``counts``; checkpoints when
+        the checkpointer says so."""
         per_epoch = max(1, batches_per_epoch(len(rows), self.cfg.batch_size))
-        for local in range(1, steps + 1):
+        for local in range(done + 1, steps + 1):
             step = counts.steps + 1
             step_start = time.perf_counter()
             if self.begin_epoch is not None and (local - 1) % per_epoch == 0:
@@ -229,6 +244,16 @@ class _Loop:
                         grad_norm=norm,
                     )
                 )
+            if self.checkpointer is not None and self.checkpointer.due(step, counts.total):
+                self.save(stage or 1, local, counts)
+
+    def save(self, stage: int, local: int, counts: _Counts) -> None:
+        from steer_cli.checkpoints import loop_state
+
+        tensors, state = loop_state(self, self.parts, stage=stage, local=local, counts=counts)
+        if self.accelerator.is_main_process:
+            self.checkpointer.save(counts.steps, tensors, state)
+        self.accelerator.wait_for_everyone()
 
 
 @dataclass
@@ -248,6 +273,23 @@ class _Counts:
         self.supervised += supervised
         self.tokens += tokens
         self.padded += padded
+
+
+class NonFinite(ArithmeticError):
+    """A step's loss or gradient is NaN or infinite (``train.on_nonfinite: stop``)."""
+
+    def __init__(self, step: int, loss: float, grad_norm: float):
+        super().__init__(f"step {step}: loss {loss}, gradient norm {grad_norm}")
+        self.step, self.loss, self.grad_norm = step, loss, grad_norm
+
+
+def _grad_norm(params: list[nn.Parameter]) -> float:
+    """The gradients' total L2 norm (read only: nothing is clipped or rescaled)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    norms = torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads])
+    return float(torch.linalg.vector_norm(norms))
 
 
 def _trained_params(model: nn.Module, trainable: Parts | None) -> list[nn.Parameter]:
@@ -305,7 +347,8 @@ def train_loop(
     pad_id: int,
     on_step: Callable[[StepStats], None] | None = None,
     mega_batches: int = MEGA_BATCHES,
-    grad_norm: bool = False,
+    checkpointer=None,
+    resume=None,
 ) -> LoopSummary:
     """AdamW over the parameters that require grad, effective batch by gradient accumulation.
 
@@ -313,11 +356,14 @@ def train_loop(
     however it is split into micro-batches or processes. Batches group similar lengths
     (:mod:`steer_cli.data.batching`; ``mega_batches=0``: plain seeded shuffling). ``cfg.seed``
     seeds the data order and every random draw of the steps (dropout), process by process.
-    ``grad_norm``: report each step's gradient norm in its ``StepStats`` (trackers log it).
 
     A part with ``training_stages`` (LoFiT) is trained once per stage, as separate trainings
     are: a fresh optimizer and schedule, the stage's LR and epochs, the same seeded data order;
     ``begin_stage(k)`` runs before each. Steps are numbered across stages.
+
+    ``checkpointer`` (:class:`steer_cli.checkpoints.Checkpointer`) saves the loop's state when
+    due; ``resume`` (a :class:`~steer_cli.checkpoints.Checkpoint`) continues from one, to the
+    same bytes an uninterrupted run ends with.
     """
     from accelerate import Accelerator
 
@@ -330,7 +376,10 @@ def train_loop(
     begin_stage = getattr(trainable, "begin_stage", None) if len(configs) > 1 else None
     wrapped = None
     start = time.perf_counter()
+    resume_stage = resume.state["position"]["stage"] if resume is not None else 0
     for stage, (stage_cfg, steps) in enumerate(zip(configs, totals, strict=True), 1):
+        if stage < resume_stage:
+            continue  # finished before the checkpoint: its results are in it
         if begin_stage is not None:
             begin_stage(stage)
         optimizer, scheduler = _optimizer(trainable, params, stage_cfg, steps)
@@ -355,7 +404,8 @@ def train_loop(
             after_step=getattr(trainable, "after_step", None),
             begin_epoch=getattr(trainable, "begin_epoch", None),
             on_step=on_step,
-            grad_norm=grad_norm,
+            parts=trainable,
+            checkpointer=checkpointer,
         )
         order = batch_stream(
             [len(r["input_ids"]) for r in rows],
@@ -366,7 +416,15 @@ def train_loop(
         )
         wrapped.train()
         with seeded(cfg.seed + accelerator.process_index, accelerator.device):
-            loop.run(rows, order, counts, steps, stage=stage if len(configs) > 1 else None)
+            done = 0
+            if stage == resume_stage:
+                from steer_cli.checkpoints import restore_loop
+
+                done = restore_loop(loop, trainable, resume, counts)
+                for _ in range(done):
+                    next(order)  # the data order is the seed's: replay it to the checkpoint
+            label = stage if len(configs) > 1 else None
+            loop.run(rows, order, counts, steps, stage=label, done=done)
     wrapped.eval()
     return LoopSummary(
         steps=counts.steps,

@@ -49,6 +49,9 @@ _LOOP_HOOKS = (
     "begin_training",
     "after_step",
     "batch_context",
+    "generator",
+    "training_state",
+    "load_training_state",
 )
 
 
@@ -231,6 +234,17 @@ class JointParts:
 
     def training_stages(self) -> list[dict] | None:
         return self.interventions.training_stages()
+
+    @property
+    def generator(self):
+        return self.interventions.generator
+
+    def training_state(self) -> dict:
+        return {"adapter": self.interventions.training_state(), "projections": self.projections}
+
+    def load_training_state(self, state: dict) -> None:
+        self.interventions.load_training_state(state.get("adapter", {}))
+        self.projections.update(state.get("projections", {}))
 
     def begin_stage(self, stage: int) -> None:
         self.interventions.begin_stage(stage)

@@ -341,6 +341,18 @@ class TrainSection(_Section):
     warmup_ratio: float = Field(0.0, ge=0, le=1)
     max_grad_norm: float | None = Field(None, gt=0)
     log_every: int = Field(10, ge=1)
+    save_every: int | None = Field(
+        None, ge=1, description="checkpoint every N optimizer steps (null: by time only)"
+    )
+    save_every_minutes: float | None = Field(
+        15.0, gt=0, description="checkpoint after this many minutes of training (null: by steps)"
+    )
+    keep_checkpoints: bool = Field(
+        False, description="keep the last checkpoint in RUN/checkpoints when the run finishes"
+    )
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="a NaN/inf loss or gradient: stop the run, or skip that batch"
+    )
     report_to: list[Literal["tensorboard", "wandb", "mlflow", "none"]] = Field(
         default_factory=lambda: ["tensorboard"],
         description="experiment trackers (accelerate's): tensorboard (events in RUN/logs), "

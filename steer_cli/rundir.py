@@ -1,7 +1,10 @@
 """Run directories: built in a hidden sibling, moved into place only when complete.
 
-An error or Ctrl-C leaves nothing behind (the staging directory is removed) and never touches an
-existing run; ``overwrite`` replaces an existing run only once the new one is complete.
+An error or Ctrl-C never touches an existing run, and ``overwrite`` replaces one only once the
+new one is complete. The staging directory (``.NAME.partial``) is removed on failure, unless it
+holds a training checkpoint (``resume``): then it stays, for the same command to resume from. A
+lock (``.NAME.lock``, released by the OS when the process dies) keeps two processes from writing
+the same run at once.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ METRICS = "metrics.jsonl"
 RESULTS = "results.json"
 PREDICTIONS = "predictions.jsonl"
 DIAGNOSTICS = "diagnostics.json"  # joint runs: weight/activation alignment per layer
+CHECKPOINTS = "checkpoints"  # inside the staging directory, while a run trains
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -26,10 +30,13 @@ def is_run_dir(path: str | Path) -> bool:
 
 
 class StagedRun:
-    def __init__(self, final: str | Path, *, overwrite: bool = False):
+    def __init__(self, final: str | Path, *, overwrite: bool = False, resume: bool = False):
         self.final = Path(final)
         self.overwrite = overwrite
-        self.staging = self.final.with_name(f".{self.final.name}.partial-{os.getpid()}")
+        self.resume = resume
+        self.staging = self.final.with_name(f".{self.final.name}.partial")
+        self.lock_path = self.final.with_name(f".{self.final.name}.lock")
+        self._lock_fd: int | None = None
 
     def check(self) -> None:
         """Fail before any expensive work if the run cannot be written."""
@@ -41,19 +48,29 @@ class StagedRun:
         if self.final.exists() and not self.final.is_dir():
             raise SteerError(f"{self.final} exists and is not a directory")
 
+    @property
+    def checkpoints(self) -> Path:
+        return self.staging / CHECKPOINTS
+
+    def has_checkpoint(self) -> bool:
+        from steer_cli.checkpoints import latest
+
+        return self.staging.is_dir() and latest(self.checkpoints) is not None
+
     def __enter__(self) -> Path:
         self.check()
-        self._remove_stale()
-        shutil.rmtree(self.staging, ignore_errors=True)
-        self.staging.mkdir(parents=True)
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        try:
+            for stale in self.final.parent.glob(f".{self.final.name}.partial-*"):
+                shutil.rmtree(stale, ignore_errors=True)  # steer 0.1.0's, per process
+            if not (self.resume and self.has_checkpoint()):
+                shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging.mkdir(parents=True, exist_ok=True)
+        except BaseException:
+            self._unlock()
+            raise
         return self.staging
-
-    def _remove_stale(self) -> None:
-        """Staging directories of this run left by processes that were killed outright."""
-        for stale in self.final.parent.glob(f".{self.final.name}.partial-*"):
-            pid = stale.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _alive(int(pid)):
-                shutil.rmtree(stale, ignore_errors=True)
 
     def __exit__(
         self,
@@ -61,24 +78,42 @@ class StagedRun:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.staging, ignore_errors=True)
+        try:
+            if exc_type is not None:
+                if not (self.resume and self.has_checkpoint()):
+                    shutil.rmtree(self.staging, ignore_errors=True)
+                return
+            old = self.final.with_name(f".{self.final.name}.old-{os.getpid()}")
+            if self.final.exists():
+                os.replace(self.final, old)
+            os.replace(self.staging, self.final)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            self._unlock()
+
+    def _lock(self) -> None:
+        import fcntl
+
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SteerError(
+                f"another steer process is writing {self.final} (it holds {self.lock_path})",
+                "wait for it to finish, or write elsewhere with --output DIR",
+            ) from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is None:
             return
-        old = self.final.with_name(f".{self.final.name}.old-{os.getpid()}")
-        if self.final.exists():
-            os.replace(self.final, old)
-        os.replace(self.staging, self.final)
-        shutil.rmtree(old, ignore_errors=True)
+        import fcntl
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        self.lock_path.unlink(missing_ok=True)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        os.close(self._lock_fd)
+        self._lock_fd = None
 
 
 def default_output(name: str) -> Path:

@@ -7,7 +7,8 @@
 Every trial is an ordinary run directory under the sweep directory (``lr-0.001/``,
 ``seed-42/``); ``summary.json`` gathers them. Re-running the same command resumes: trials with a
 ``results.json`` are kept (after checking they were run with the same recipe), unfinished ones
-(a killed process leaves only a hidden ``.NAME.partial-PID`` directory) are run again.
+are run again, from their newest checkpoint where a killed process left one (in the hidden
+``.NAME.partial`` staging directory).
 
 A validation trial is a run whose evaluation split *is* the validation split: its recipe sets
 ``data.splits.test`` to the task's validation plan (and ``data.test_size`` to
@@ -106,7 +107,7 @@ def run_trial(
     import yaml
 
     out = sweep_dir / trial.name
-    for partial in sweep_dir.glob(f".{trial.name}.partial-*"):
+    for partial in sweep_dir.glob(f".{trial.name}.partial-*"):  # steer 0.1.0's, per process
         shutil.rmtree(partial, ignore_errors=True)
     results_path = out / "results.json"
     if results_path.is_file():

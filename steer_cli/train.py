@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from steer_cli.errors import SteerError
 from steer_cli.loop import StepStats, plan_steps, planned_steps, train_loop
 from steer_cli.recipe import Recipe
 
@@ -152,16 +153,23 @@ def _announce(parts, prepared: _Prepared) -> int:
     return trainable
 
 
-def _train_logged(parts, prepared: _Prepared, metrics_path: Path, tracker=None):
-    """The loop, with one ``metrics.jsonl`` line per step, a progress bar and the trackers."""
+def _train_logged(parts, prepared: _Prepared, metrics_path: Path, tracker, checkpointer, resume):
+    """The loop, with one ``metrics.jsonl`` line per step, a progress bar and the trackers;
+    from ``resume`` (a checkpoint), the metrics of the steps after it are written again."""
+    from steer_cli.loop import NonFinite
     from steer_cli.report import StepProgress
 
     recipe = prepared.recipe
     total = planned_steps(len(prepared.train_rows), parts, recipe.train)
+    done = resume.step if resume is not None else 0
+    kept = metrics_path.read_text().splitlines()[:done] if done and metrics_path.is_file() else []
+    metrics_path.write_text("".join(line + "\n" for line in kept))
     with (
-        metrics_path.open("w") as metrics,
+        metrics_path.open("a") as metrics,
         StepProgress("train", total, every=recipe.train.log_every) as bar,
     ):
+        if done:
+            bar.advance(done)
 
         def on_step(s: StepStats) -> None:
             line = {"step": s.step, "loss": s.loss, "lr": s.lr}
@@ -169,7 +177,7 @@ def _train_logged(parts, prepared: _Prepared, metrics_path: Path, tracker=None):
                 line["stage"] = s.stage
             if s.group_lrs:
                 line["group_lrs"] = s.group_lrs
-            line.update(tokens=s.tokens, seconds=s.seconds)
+            line.update(tokens=s.tokens, seconds=s.seconds, grad_norm=s.grad_norm)
             metrics.write(json.dumps(line) + "\n")
             metrics.flush()
             bar.advance(
@@ -178,15 +186,24 @@ def _train_logged(parts, prepared: _Prepared, metrics_path: Path, tracker=None):
             if tracker is not None:
                 tracker.log(_step_scalars(s), step=s.step)
 
-        return train_loop(
-            parts.model,
-            parts,
-            prepared.train_rows,
-            recipe.train,
-            pad_id=prepared.tokenizer.pad_token_id,
-            on_step=on_step,
-            grad_norm=tracker is not None,
-        )
+        try:
+            return train_loop(
+                parts.model,
+                parts,
+                prepared.train_rows,
+                recipe.train,
+                pad_id=prepared.tokenizer.pad_token_id,
+                on_step=on_step,
+                checkpointer=checkpointer,
+                resume=resume,
+            )
+        except NonFinite as err:
+            raise SteerError(
+                f"training stopped at step {err.step}: the loss is {err.loss:g} and the "
+                f"gradient norm {err.grad_norm:g}",
+                "lower train.lr, set train.max_grad_norm, or train.on_nonfinite=skip to skip "
+                "such batches; a checkpoint, if one was saved, is kept for resuming",
+            ) from None
 
 
 def _step_scalars(s: StepStats) -> dict:
@@ -276,68 +293,86 @@ def _display_name(output: Path) -> str:
         return str(path)
 
 
-def run(recipe: Recipe, output: Path, *, overwrite: bool = False) -> TrainedRun:
-    """Train ``recipe``, evaluate before and after, and write its run directory."""
+def _summary_fields(prepared: _Prepared, trainable: int, summary, wall_start: float) -> dict:
+    return {
+        "trainable_params": trainable,
+        "base_params": prepared.base_params,
+        "trainable_percent": 100 * trainable / prepared.base_params,
+        "steps": summary.steps,
+        "train_tokens": summary.tokens,
+        "supervised_tokens": summary.supervised_tokens,
+        "final_loss": summary.final_loss,
+        "padding_fraction": summary.padding_fraction,
+        "examples": {
+            "train": len(prepared.train_rows),
+            "test": len(prepared.test),
+            **prepared.encode_stats.as_dict(),
+        },
+        "train_seconds": summary.seconds,
+        "wall_seconds": time.perf_counter() - wall_start,
+    }
+
+
+def run(
+    recipe: Recipe, output: Path, *, overwrite: bool = False, restart: bool = False
+) -> TrainedRun:
+    """Train ``recipe``, evaluate before and after, and write its run directory; resume from
+    the run's newest checkpoint unless ``restart``."""
+    import shutil
+
     import yaml
 
-    from steer_cli import rundir, tracking
+    from steer_cli import checkpoints, rundir, tracking
     from steer_cli.atomic import write_json, write_text
+    from steer_cli.card import CARD, model_card
     from steer_cli.parts import build_parts, kind_of
 
     wall_start = time.perf_counter()
-    staged = rundir.StagedRun(output, overwrite=overwrite)
+    staged = rundir.StagedRun(output, overwrite=overwrite, resume=not restart)
     staged.check()
     tracking.check(recipe.train.trackers)
     prepared = _prepare(recipe)
     recipe = prepared.recipe
-    with staged as run_dir, _tracked(recipe, run_dir, output) as tracker:
-        write_text(run_dir / rundir.CONFIG, yaml.safe_dump(recipe.resolved(), sort_keys=False))
-        results: dict = {
-            "method": recipe.method,
-            "kind": kind_of(recipe),
-            "model": recipe.model.name,
-            "task": prepared.task.name,
-            "data": prepared.data_sizes,
-            "eval": {},
-        }
-        if prepared.rank_choice is not None:
-            results["rank_search"] = prepared.rank_choice.as_dict()
-        # The base model, before any part exists: right for every kind (SFT has no other time).
-        if recipe.eval.before:
-            results["eval"]["before"], _ = prepared.evaluate("before", prepared.model)
-            _log_accuracy(tracker, "before", results["eval"]["before"], step=0)
-        parts = build_parts(prepared.model, recipe)  # for LoRA, parts.model is the peft model
-        trainable = _announce(parts, prepared)
-        summary = _train_logged(parts, prepared, run_dir / rundir.METRICS, tracker)
-        results["eval"]["after"], records = _evaluate_after(parts, prepared)
-        _log_accuracy(tracker, "after", results["eval"]["after"], step=summary.steps)
-        diagnostics = _save(run_dir, parts, prepared, records)
-        results.update(
-            trainable_params=trainable,
-            base_params=prepared.base_params,
-            trainable_percent=100 * trainable / prepared.base_params,
-            steps=summary.steps,
-            train_tokens=summary.tokens,
-            supervised_tokens=summary.supervised_tokens,
-            final_loss=summary.final_loss,
-            padding_fraction=summary.padding_fraction,
-            examples={
-                "train": len(prepared.train_rows),
-                "test": len(prepared.test),
-                **prepared.encode_stats.as_dict(),
-            },
-            train_seconds=summary.seconds,
-            wall_seconds=time.perf_counter() - wall_start,
-        )
-        if parts.kind == "adapter":  # e.g. LoFiT's chosen heads, JoLA's open gates
-            results["adapter"] = parts.interventions.summary()
-        if parts.kind == "joint":
-            results["joint"] = parts.summary()
-        write_json(run_dir / rundir.RESULTS, results)
-        from steer_cli.card import CARD, model_card
-
-        write_text(
-            run_dir / CARD, model_card(recipe, results, prepared.task, _display_name(output))
-        )
+    try:
+        with staged as run_dir, _tracked(recipe, run_dir, output) as tracker:
+            resume = checkpoints.resume_point(staged, recipe)
+            write_text(run_dir / rundir.CONFIG, yaml.safe_dump(recipe.resolved(), sort_keys=False))
+            results: dict = {
+                "method": recipe.method,
+                "kind": kind_of(recipe),
+                "model": recipe.model.name,
+                "task": prepared.task.name,
+                "data": prepared.data_sizes,
+                "eval": {},
+            }
+            if prepared.rank_choice is not None:
+                results["rank_search"] = prepared.rank_choice.as_dict()
+            # The base model, before any part exists: right for every kind (SFT has no other).
+            if resume is not None and resume.state.get("before") is not None:
+                results["eval"]["before"] = resume.state["before"]
+            elif recipe.eval.before:
+                results["eval"]["before"], _ = prepared.evaluate("before", prepared.model)
+                _log_accuracy(tracker, "before", results["eval"]["before"], step=0)
+            parts = build_parts(prepared.model, recipe)  # for LoRA, the peft model
+            trainable = _announce(parts, prepared)
+            checkpointer = checkpoints.checkpointer_for(recipe, staged, results)
+            metrics = run_dir / rundir.METRICS
+            summary = _train_logged(parts, prepared, metrics, tracker, checkpointer, resume)
+            results["eval"]["after"], records = _evaluate_after(parts, prepared)
+            _log_accuracy(tracker, "after", results["eval"]["after"], step=summary.steps)
+            diagnostics = _save(run_dir, parts, prepared, records)
+            results.update(_summary_fields(prepared, trainable, summary, wall_start))
+            if parts.kind == "adapter":  # e.g. LoFiT's chosen heads, JoLA's open gates
+                results["adapter"] = parts.interventions.summary()
+            if parts.kind == "joint":
+                results["joint"] = parts.summary()
+            write_json(run_dir / rundir.RESULTS, results)
+            card = model_card(recipe, results, prepared.task, _display_name(output))
+            write_text(run_dir / CARD, card)
+            if not recipe.train.keep_checkpoints:
+                shutil.rmtree(staged.checkpoints, ignore_errors=True)
+    except BaseException:
+        checkpoints.say_if_kept(staged)
+        raise
     _report(results, diagnostics, recipe.method, output)
     return TrainedRun(results, parts.model, prepared.tokenizer, parts)

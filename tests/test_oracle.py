@@ -254,7 +254,7 @@ def test_oracle_command_writes_json_and_plots_and_refuses_overwrite(trained_runs
     replaced = runner.invoke(app, [*args, "--overwrite", "--json", "--rank", "2"])
     assert replaced.exit_code == 0, replaced.output
     assert json.loads((out / "oracle.json").read_text())["rank"] == 2
-    assert not list(sft.glob(".oracle.partial-*"))
+    assert not list(sft.glob(".oracle.partial*")) and not list(sft.glob(".oracle.lock"))
 
 
 def test_oracle_bad_inputs_are_clean_errors(trained_runs, tmp_path):

@@ -29,6 +29,14 @@ def train(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing run directory.")
     ] = False,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            "--restart",
+            help="Discard the checkpoint an interrupted run of this output left, instead of "
+            "resuming from it.",
+        ),
+    ] = False,
     sweep: Annotated[
         bool,
         typer.Option(
@@ -98,7 +106,7 @@ def train(
 
     out = output or rundir.default_output(config.name or config.method)
     with quiet:
-        trained = training.run(config, out, overwrite=overwrite)
+        trained = training.run(config, out, overwrite=overwrite, restart=restart)
     if as_json:
         typer.echo(json.dumps(trained.results))
 

@@ -153,7 +153,7 @@ def find_runs(paths: list[Path]) -> list[Record]:
 
 
 def _walk(directory: Path, records: list[Record]) -> None:
-    if ".partial-" in directory.name:
+    if ".partial-" in directory.name or directory.name.endswith(".partial"):
         records.append(Record(str(directory), "incomplete", "interrupted or still running"))
         return
     if (directory / "results.json").exists() or (directory / "config.yaml").exists():

@@ -68,6 +68,27 @@ class TrainingHooks:
         ``lofit_stage_split`` variant, which switches inside one)."""
         return lofit_stages(self.spec.shape) if self.lofit_stage in (None, 1) else None
 
+    @property
+    def generator(self) -> torch.Generator:
+        """The adapters' own RNG (JoLA's gate noise, LoFiT's stage-2 draw): checkpointed."""
+        return self._generator
+
+    def training_state(self) -> dict:
+        """What a checkpoint needs beyond tensors: LoFiT's stage per layer and its planned
+        switch (the split variant)."""
+        if not self._lofit:
+            return {}
+        return {
+            "lofit_stages": {k: a.stage for k, a in self.adapters.items()},
+            "switch_at": self._switch_at,
+        }
+
+    def load_training_state(self, state: dict) -> None:
+        for key, stage in state.get("lofit_stages", {}).items():
+            self.adapters[key].stage = int(stage)
+        if "switch_at" in state:
+            self._switch_at = state["switch_at"]
+
     def begin_stage(self, stage: int) -> None:
         """Called by the training loop before each stage of ``training_stages`` (1, 2)."""
         if stage == 2 and self.lofit_stage == 1:
