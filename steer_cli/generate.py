@@ -65,6 +65,7 @@ class GenerateRequest:
     batch_size: int = 8
     device: str | None = None
     dtype: str | None = None
+    force: bool = False  # load a run onto a base whose weights differ from its own
 
 
 def read_rows(source: str, stdin: Iterable[str] | None = None) -> list[dict]:
@@ -183,7 +184,9 @@ def plan(request: GenerateRequest):
             "--compare-base compares a run with its base model; a model is its own base",
             f"pass a run directory instead of {request.target}",
         )
-    target = load_target(request.target, device=request.device, dtype=request.dtype)
+    target = load_target(
+        request.target, device=request.device, dtype=request.dtype, force=request.force
+    )
     chat = request.chat
     if chat is None:
         from steer_cli.evaluate.command import _run_chat

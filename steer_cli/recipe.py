@@ -50,6 +50,9 @@ class ModelSection(_Section):
     name: str = Field("smollm2-135m", description="hub id, local dir, smollm2-135m or tiny-*")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
+    trust_remote_code: bool = Field(
+        False, description="let a hub model run its own modelling code (off: never)"
+    )
 
 
 def _check_rank(value: object) -> int | str:

@@ -40,13 +40,16 @@ def trained_files(recipe) -> list[tuple[str, ...]]:
     adapter = [(ADAPTER_WEIGHTS,), (ADAPTER_CONFIG,)]
     lora = [
         (f"{LORA_DIR}/adapter_config.json",),
-        (f"{LORA_DIR}/adapter_model.safetensors", f"{LORA_DIR}/adapter_model.bin"),
+        (f"{LORA_DIR}/adapter_model.safetensors",),  # never a pickled .bin
     ]
     return {
         "adapter": adapter,
         "lora": lora,
         "joint": lora + adapter,
-        "sft": [(f"{MODEL_DIR}/config.json",)],
+        "sft": [
+            (f"{MODEL_DIR}/config.json",),
+            (f"{MODEL_DIR}/model.safetensors", f"{MODEL_DIR}/model.safetensors.index.json"),
+        ],
     }[kind_of(recipe)]
 
 
@@ -69,13 +72,21 @@ def check_finished(run_dir: str | Path):
     return recipe
 
 
-def load_run(run_dir: str | Path, *, device: str | None = None, dtype: str | None = None):
+def load_run(
+    run_dir: str | Path,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    force: bool = False,
+):
     """``(model, tokenizer, parts)`` for a finished run, in eval mode and frozen.
 
     ``model`` is ``parts.model``: what to call for logits or generation (for LoRA the peft
-    model). ``device``/``dtype`` default to the run's ``model`` section.
+    model). ``device``/``dtype`` default to the run's ``model`` section. The base model must
+    be the one the run was trained on (``steer_cli.fingerprint``; ``force``: same shapes
+    suffice).
     """
-    from steer_cli import models
+    from steer_cli import fingerprint, models
     from steer_cli.engine.attach import Interventions
     from steer_cli.parts import (
         LORA_DIR,
@@ -93,13 +104,23 @@ def load_run(run_dir: str | Path, *, device: str | None = None, dtype: str | Non
     kind = kind_of(recipe)
     device = device or recipe.model.device
     dtype = dtype or recipe.model.dtype
+    remote = recipe.model.trust_remote_code
     if kind == "sft":
-        model, tokenizer = models.load_model(str(run_dir / MODEL_DIR), dtype=dtype, device=device)
+        model, tokenizer = models.load_model(
+            str(run_dir / MODEL_DIR),
+            dtype=dtype,
+            device=device,
+            trust_remote_code=remote,
+            safetensors_only=True,
+        )
         model.requires_grad_(False)
         return model, tokenizer, SftParts(model)
 
-    model, tokenizer = models.load_model(recipe.model.name, dtype=dtype, device=device)
+    model, tokenizer = models.load_model(
+        recipe.model.name, dtype=dtype, device=device, trust_remote_code=remote
+    )
     model.requires_grad_(False)
+    fingerprint.check(run_dir, model, force=force, what=f"{recipe.model.name} as loaded now")
     if kind == "adapter":
         interventions = Interventions.load(run_dir).attach(model)
         interventions.requires_grad_(False)
@@ -108,6 +129,8 @@ def load_run(run_dir: str | Path, *, device: str | None = None, dtype: str | Non
         from peft import PeftModel
 
         with quiet_peft():
+            # Only lora/adapter_model.safetensors is ever read (check_finished requires it):
+            # peft prefers it to a pickled adapter_model.bin lying beside it.
             peft_model = PeftModel.from_pretrained(model, str(run_dir / LORA_DIR))
         peft_model.eval()
         if kind == "lora":

@@ -92,12 +92,17 @@ def _prepare(recipe: Recipe, *, skeleton: bool = False) -> _Prepared:
         from steer_cli.models.skeleton import load_skeleton
 
         err_console.print(f"reading model [bold]{recipe.model.name}[/] (config, no weights)")
-        model, tokenizer = load_skeleton(recipe.model.name)
+        model, tokenizer = load_skeleton(
+            recipe.model.name, trust_remote_code=recipe.model.trust_remote_code
+        )
     else:
         err_console.print(f"loading model [bold]{recipe.model.name}[/]")
         # No training seed here: a base model (tiny-* included) is defined by its name alone.
         model, tokenizer = models.load_model(
-            recipe.model.name, dtype=recipe.model.dtype, device=recipe.model.device
+            recipe.model.name,
+            dtype=recipe.model.dtype,
+            device=recipe.model.device,
+            trust_remote_code=recipe.model.trust_remote_code,
         )
     model.requires_grad_(False)
     base_params = count_base(model)
@@ -232,13 +237,20 @@ def _evaluate_after(parts, prepared: _Prepared) -> tuple[dict, list[dict]]:
     return {**after, "joint_mode": mode}, records
 
 
-def _save(run_dir: Path, parts, prepared: _Prepared, records: list[dict]) -> dict | None:
-    """Write the trained parts, the predictions and (joint runs) the alignment diagnostics."""
+def _save(
+    run_dir: Path, parts, prepared: _Prepared, records: list[dict], base: dict | None
+) -> dict | None:
+    """Write the trained parts (bound to their ``base``, see ``steer_cli.fingerprint``), the
+    predictions and (joint runs) the alignment diagnostics."""
     from steer_cli import rundir
     from steer_cli.atomic import write_json
+    from steer_cli.fingerprint import BASE
 
     recipe = prepared.recipe
-    parts.save(run_dir, metadata={"base_model": recipe.model.name}, tokenizer=prepared.tokenizer)
+    metadata = {"base_model": recipe.model.name, **({"base": base} if base else {})}
+    parts.save(run_dir, metadata=metadata, tokenizer=prepared.tokenizer)
+    if base is not None:
+        write_json(run_dir / BASE, base)
     with (run_dir / rundir.PREDICTIONS).open("w") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
@@ -325,6 +337,7 @@ def run(
     from steer_cli import checkpoints, rundir, tracking
     from steer_cli.atomic import write_json, write_text
     from steer_cli.card import CARD, model_card
+    from steer_cli.fingerprint import identity
     from steer_cli.parts import build_parts, kind_of
 
     wall_start = time.perf_counter()
@@ -353,6 +366,7 @@ def run(
             elif recipe.eval.before:
                 results["eval"]["before"], _ = prepared.evaluate("before", prepared.model)
                 _log_accuracy(tracker, "before", results["eval"]["before"], step=0)
+            base = None if kind_of(recipe) == "sft" else identity(prepared.model, recipe.model.name)
             parts = build_parts(prepared.model, recipe)  # for LoRA, the peft model
             trainable = _announce(parts, prepared)
             checkpointer = checkpoints.checkpointer_for(recipe, staged, results)
@@ -360,7 +374,7 @@ def run(
             summary = _train_logged(parts, prepared, metrics, tracker, checkpointer, resume)
             results["eval"]["after"], records = _evaluate_after(parts, prepared)
             _log_accuracy(tracker, "after", results["eval"]["after"], step=summary.steps)
-            diagnostics = _save(run_dir, parts, prepared, records)
+            diagnostics = _save(run_dir, parts, prepared, records, base)
             results.update(_summary_fields(prepared, trainable, summary, wall_start))
             if parts.kind == "adapter":  # e.g. LoFiT's chosen heads, JoLA's open gates
                 results["adapter"] = parts.interventions.summary()

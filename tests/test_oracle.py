@@ -340,3 +340,18 @@ def test_no_more_tokens_than_the_hidden_size_warns_that_fits_are_trivial(tmp_pat
     assert f"{data['tokens']} tokens <= hidden size 512" in warning and "--samples" in warning
     assert "by construction" in " ".join(result.output.split())
     assert all(e["expressivity"]["relative_error"] < 1e-3 for e in data["layers"])  # ~0
+
+
+def test_oracle_refuses_runs_trained_on_another_base(trained_runs, tmp_path):
+    """--runs must have been trained on the oracle's base: same shapes, other weights is an
+    error before any analysis runs (--force accepts it)."""
+    from steer_cli.models import load_model
+
+    model, tokenizer = load_model("tiny-llama", dtype="float32", device="cpu", seed=1)
+    _save(model, tokenizer, tmp_path / "other")
+    args = ["oracle", str(tmp_path / "other"), str(trained_runs / "sft"), "--samples", "2"]
+    result = runner.invoke(
+        app, [*args, "--runs", str(trained_runs / "joint"), "-o", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 1 and "with other weights than the oracle's base" in result.output
+    assert not (tmp_path / "o").exists()

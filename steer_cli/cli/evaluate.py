@@ -125,6 +125,14 @@ def eval_(
             "--max-new-tokens", help="Longest answer.", rich_help_panel="AlpacaEval-style"
         ),
     ] = 512,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Load a run onto a base model with the same shapes but other weights than the "
+            "one it was trained on.",
+        ),
+    ] = False,
     baseline: Annotated[
         bool,
         typer.Option(
@@ -165,6 +173,7 @@ def eval_(
         judge=judge,
         max_new_tokens=max_new_tokens,
         baseline=baseline,
+        force=force,
     )
     request.check(asked)
     # --json: stdout is for the summary alone; anything a library prints goes to stderr.

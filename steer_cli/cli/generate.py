@@ -78,6 +78,14 @@ def generate(
     dtype: Annotated[
         str | None, typer.Option(help="auto, float32, bfloat16, float16 \\[default: the run's].")
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Load a run onto a base model with the same shapes but other weights than the "
+            "one it was trained on.",
+        ),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="JSON lines on stdout (= --output -).")
     ] = False,
@@ -106,6 +114,7 @@ def generate(
         batch_size=batch_size,
         device=device,
         dtype=dtype,
+        force=force,
     )
     gen.check(request)
     rows = gen.read_rows(input_) if input_ is not None else None

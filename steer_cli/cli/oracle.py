@@ -43,6 +43,12 @@ def oracle(
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Accept --runs trained on a same-shape base with other weights."
+        ),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the JSON, not the summary.")
     ] = False,
@@ -73,6 +79,7 @@ def oracle(
         max_new_tokens=max_new_tokens,
         rank=rank,
         runs=runs or [],
+        force=force,
         progress=lambda message: err_console.print(f"[dim]{message}[/]", highlight=False),
     )
     with staged as staging:

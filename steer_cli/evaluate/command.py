@@ -97,15 +97,18 @@ class Target:
             gc.collect()
 
 
-def load_target(spec: str, *, device: str | None = None, dtype: str | None = None) -> Target:
-    """A run directory (it has ``config.yaml``) or anything ``models.load_model`` takes."""
+def load_target(
+    spec: str, *, device: str | None = None, dtype: str | None = None, force: bool = False
+) -> Target:
+    """A run directory (it has ``config.yaml``) or anything ``models.load_model`` takes
+    (``force``: load a run onto a same-shape base with other weights)."""
     from steer_cli import models
     from steer_cli.runs import load_run, read_config
 
     path = run_dir_of(spec)
     if path is not None:
         recipe = read_config(path)
-        model, tokenizer, parts = load_run(path, device=device, dtype=dtype)
+        model, tokenizer, parts = load_run(path, device=device, dtype=dtype, force=force)
         return Target(spec, model, tokenizer, path, recipe, parts=parts, device=device, dtype=dtype)
     model, tokenizer = models.load_model(spec, dtype=dtype or "auto", device=device or "auto")
     model.requires_grad_(False)

@@ -167,7 +167,7 @@ class Generator:
 
 
 def resolve_generator(
-    target: str, *, device: str | None = None, dtype: str | None = None
+    target: str, *, device: str | None = None, dtype: str | None = None, force: bool = False
 ) -> Generator:
     """A run directory (has ``config.yaml``) or any :func:`steer_cli.models.load_model` name."""
     from steer_cli.evaluate.command import run_dir_of
@@ -179,7 +179,7 @@ def resolve_generator(
         recipe = read_config(path)
         return Generator(
             name=path.resolve().name,
-            load=lambda: load_target(str(path), device=device, dtype=dtype),
+            load=lambda: load_target(str(path), device=device, dtype=dtype, force=force),
             style="alpaca" if recipe.data.task == "alpaca" else "plain",
             chat_template=recipe.data.chat_template,
             base=recipe.model.name,
@@ -266,6 +266,7 @@ def evaluate_instructions(
     limit: int | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    force: bool = False,
 ) -> dict:
     """Evaluate ``target`` (a run directory or a model name) AlpacaEval-style; see the module
     doc. Returns the summary also written to ``out_dir/summary.json``.
@@ -292,7 +293,7 @@ def evaluate_instructions(
         )
     if limit is not None and limit < 1:
         raise SteerError(f"limit must be at least 1, got {limit}")
-    generator = resolve_generator(target, device=device, dtype=dtype)
+    generator = resolve_generator(target, device=device, dtype=dtype, force=force)
     # Cheap checks first: the instructions and a reference file, before any model loads.
     set_name, rows = load_instructions(instructions)
     rows = rows[:limit] if limit else rows

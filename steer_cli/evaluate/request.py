@@ -47,6 +47,7 @@ class EvalRequest:
     judge: str | None = None
     max_new_tokens: int = 512
     baseline: bool = False
+    force: bool = False  # load a run onto a base whose weights differ from its own
 
     @property
     def chosen_protocol(self) -> str:
@@ -161,11 +162,14 @@ def execute(request: EvalRequest) -> Outcome:
             limit=request.limit,
             device=request.device,
             dtype=request.dtype,
+            force=request.force,
         )
         where = request.output or instructions.default_out_dir(request.target)
         return Outcome(protocol, summary, [where / name for name in summary["files"]], where)
     out_dir = command.output_dir(request.target, request.output)
-    loaded = command.load_target(request.target, device=request.device, dtype=request.dtype)
+    loaded = command.load_target(
+        request.target, device=request.device, dtype=request.dtype, force=request.force
+    )
     if protocol == "paper":
         evaluation = command.run_paper(
             loaded, limit=request.limit, batch_size=request.batch_size, baseline=request.baseline

@@ -95,11 +95,19 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def load_model(
-    name: str, *, dtype: str = "auto", device: str = "auto", seed: int = 0
+    name: str,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    seed: int = 0,
+    trust_remote_code: bool = False,
+    safetensors_only: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load ``name`` and return ``(model, tokenizer)``; see the module docstring for names.
 
     ``seed`` only matters for the tiny random models (same seed, bitwise-identical weights).
+    Hub and local models run no code of their own unless ``trust_remote_code``, and with
+    ``safetensors_only`` (a run's own weights) a checkpoint in pickle form is refused.
     """
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
@@ -122,7 +130,12 @@ def load_model(
     else:
         from steer_cli.models.hub import load_pretrained
 
-        model, tokenizer = load_pretrained(key, torch_dtype)
+        model, tokenizer = load_pretrained(
+            key,
+            torch_dtype,
+            trust_remote_code=trust_remote_code,
+            safetensors_only=safetensors_only,
+        )
 
     ensure_pad_token(model, tokenizer, name)
     model = model.to(torch_device)

@@ -39,14 +39,26 @@ def looks_like_path(name: str) -> bool:
     )
 
 
-def load_pretrained(name: str, torch_dtype: torch.dtype):
+def load_pretrained(
+    name: str,
+    torch_dtype: torch.dtype,
+    *,
+    trust_remote_code: bool = False,
+    safetensors_only: bool = False,
+):
     """``(model, tokenizer)`` of a hub id or a local model directory."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    options = {"trust_remote_code": trust_remote_code}
+    if safetensors_only:
+        options["use_safetensors"] = True  # never unpickle a .bin
+
     def load(source: str, local_only: bool):
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, local_files_only=local_only, trust_remote_code=trust_remote_code
+        )
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch_dtype, local_files_only=local_only
+            source, dtype=torch_dtype, local_files_only=local_only, **options
         )
         return model, tokenizer
 

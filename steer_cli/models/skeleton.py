@@ -15,7 +15,7 @@ from steer_cli.errors import SteerError
 from steer_cli.models.names import EMBEDDED, TINY_FAMILIES
 
 
-def load_skeleton(name: str):
+def load_skeleton(name: str, *, trust_remote_code: bool = False):
     """``(model, tokenizer)`` with the model on the meta device, in the config's own dtype."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -51,9 +51,10 @@ def load_skeleton(name: str):
         from steer_cli.models.hub import from_source
 
         def load(source: str, local_only: bool):
+            remote = {"local_files_only": local_only, "trust_remote_code": trust_remote_code}
             return (
-                AutoConfig.from_pretrained(source, local_files_only=local_only),
-                AutoTokenizer.from_pretrained(source, local_files_only=local_only),
+                AutoConfig.from_pretrained(source, **remote),
+                AutoTokenizer.from_pretrained(source, **remote),
             )
 
         config, tokenizer = from_source(key, load)

@@ -102,13 +102,19 @@ def run_oracle(
     batch_size: int = 8,
     progress: Progress = lambda message: None,
     warn: Progress = _warn_on_stderr,
+    force: bool = False,
 ) -> dict:
     """Every analysis of the module docstring, as one JSON-ready dict. ``warn`` hears, as they
-    are found, what makes numbers trivial (they are also kept under ``warnings``)."""
+    are found, what makes numbers trivial (they are also kept under ``warnings``). Each of
+    ``runs`` must have been trained on ``base_name`` (``force``: same shapes suffice)."""
     if samples < 1 or rank < 1 or batch_size < 1:
         raise SteerError("--samples, --rank and the batch size must be at least 1")
     check_runs(runs)
     base, ft, params = _load_pair(base_name, ft_spec, progress)
+    from steer_cli.fingerprint import check
+
+    for path in runs:  # before any analysis: a run on another base compares nothing
+        check(Path(path), base.model, force=force, what=f"the oracle's base {base.label}")
     task, data = task_and_data(task_name, ft, samples)
     progress(f"{task.name}: the fine-tuned model's greedy continuations of {samples} prompts")
     sample = build_sample(ft, task, data, samples=samples, max_new_tokens=max_new_tokens)
@@ -133,7 +139,7 @@ def run_oracle(
 
     kl = _steered_kl(base, ft, sample, maps, rank=rank, batch_size=batch_size, progress=progress)
     del maps
-    run_results = [_run_kl(ft, path, sample, batch_size, progress) for path in runs]
+    run_results = [_run_kl(ft, path, sample, batch_size, progress, force) for path in runs]
     worst_sanity = kl["oracle block_output"]["max_token"]
     return {
         "base": base_name,
@@ -229,12 +235,14 @@ def _steered_kl(
     return {name: s.as_dict() for name, s in stats.items()}
 
 
-def _run_kl(ft: Model, path: str | Path, sample: Sample, batch_size: int, progress) -> dict:
+def _run_kl(
+    ft: Model, path: str | Path, sample: Sample, batch_size: int, progress, force: bool
+) -> dict:
     """A trained run's KL to the fine-tuned model, with its joint diagnostics if it has them."""
     from steer_cli.runs import load_run, read_config
 
     progress(f"KL of run {path}")
-    model, _, _ = load_run(path, device="cpu", dtype="float32")
+    model, _, _ = load_run(path, device="cpu", dtype="float32", force=force)
     stats = KLStats()
     for start in range(0, len(sample), batch_size):
         batch = sample.rows(start, start + batch_size)
