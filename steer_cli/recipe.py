@@ -344,6 +344,17 @@ class TrainSection(_Section):
     warmup_ratio: float = Field(0.0, ge=0, le=1)
     max_grad_norm: float | None = Field(None, gt=0)
     log_every: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _micro_within_batch(self) -> TrainSection:
+        micro = self.micro_batch_size
+        if micro is not None and micro > self.batch_size:
+            raise ValueError(
+                f"micro_batch_size ({micro}) is larger than batch_size ({self.batch_size}): a "
+                "micro-batch is a part of the effective batch; lower it or raise batch_size"
+            )
+        return self
+
     save_every: int | None = Field(
         None, ge=1, description="checkpoint every N optimizer steps (null: by time only)"
     )
@@ -472,7 +483,11 @@ def _read_yaml(path: Path) -> dict:
         problem = getattr(err, "problem", None) or "invalid YAML"
         raise SteerError(f"{path}: {problem}{where}") from None
     if data is None:
-        return {}
+        raise SteerError(
+            f"recipe {path} is empty: it would train every default (a long run)",
+            "write the keys you want, e.g. `method: postblock` and `model: smollm2-135m` "
+            "(recipes/quickstart.yaml is an example)",
+        )
     if not isinstance(data, dict):
         raise SteerError(f"{path}: a recipe must be a mapping of keys, got {type(data).__name__}")
     return data
@@ -498,6 +513,10 @@ def _apply_override(raw: dict, item: str) -> None:
     except yaml.YAMLError:
         value = text
     parts = key.strip().split(".")
+    if not isinstance(value, str | type(None)) and _is_text_field(parts):
+        # A template such as {prompt} or "Answer: {label}" reads as a YAML mapping; for a key
+        # that takes text, the text as typed is what was meant.
+        value = text
     node = raw
     for depth, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
@@ -506,6 +525,27 @@ def _apply_override(raw: dict, item: str) -> None:
             raise SteerError(f"override {item!r}: {where!r} is a value, not a section")
         node = child
     node[parts[-1]] = value
+
+
+def _is_text_field(parts: list[str]) -> bool:
+    """Whether the recipe key ``parts`` (``["data", "local", "prompt"]``) takes a string only."""
+    import types
+    import typing
+
+    model: Any = Recipe
+    for depth, part in enumerate(parts):
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return False
+        annotation = fields[part].annotation
+        if depth < len(parts) - 1:
+            model = annotation
+            continue
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            kinds = {a for a in typing.get_args(annotation) if a is not type(None)}
+            return kinds == {str}
+        return annotation is str
+    return False
 
 
 def _deep_merge(base: dict, top: dict) -> dict:

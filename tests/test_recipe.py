@@ -217,3 +217,17 @@ def test_budget_errors(adapter, fragment):
     with pytest.raises(SteerError) as info:
         build_recipe({"adapter": adapter})
     assert fragment in info.value.message and "adapter" in info.value.message
+
+
+def test_template_overrides_need_no_quoting():
+    """{field} and "Answer: {label}" read as YAML mappings; for a key that takes text the
+    override keeps the text as typed (a shell does not need nested quotes)."""
+    from steer_cli.recipe import load_recipe
+
+    recipe = load_recipe(
+        None,
+        ["data.task=local", "data.local.prompt={question}", "data.local.target=Answer: {label}"],
+    )
+    assert recipe.data.local.prompt == "{question}"
+    assert recipe.data.local.target == "Answer: {label}"
+    assert load_recipe(None, ["adapter.layers=[0, 2]"]).adapter.layers == [0, 2]  # not text

@@ -124,9 +124,9 @@ def test_low_precision_sft_warns(tmp_path, capsys):
     ("method", "missing"),
     [
         ("postblock", "adapter.safetensors, adapter.json"),
-        ("lora", "lora/adapter_config.json, lora/adapter_model.safetensors or "),
-        ("sft", "model/config.json"),
-        ("joint", "lora/adapter_config.json, lora/adapter_model.safetensors or "),
+        ("lora", "lora/adapter_config.json, lora/adapter_model.safetensors"),
+        ("sft", "model/config.json, model/model.safetensors or model/model.safetensors.index"),
+        ("joint", "lora/adapter_config.json, lora/adapter_model.safetensors, adapter"),
     ],
 )
 def test_a_config_without_its_trained_parts_is_no_finished_run(

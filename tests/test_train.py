@@ -36,6 +36,7 @@ def test_run_directory_and_reload_gives_identical_logits(tmp_path):
         "README.md",  # the model card
         "adapter.json",
         "adapter.safetensors",
+        "base.json",  # the base model it was trained on
         "config.yaml",
         "logs",  # TensorBoard events (train.report_to)
         "metrics.jsonl",

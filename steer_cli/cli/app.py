@@ -3,6 +3,7 @@ lives in a module of its own beside this one."""
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Annotated
 
@@ -30,7 +31,22 @@ class _SteerGroup(TyperGroup):
                 _fail("interrupted; no run directory was written", code=130)
             if os.environ.get("STEER_DEBUG"):
                 raise
+            if isinstance(err, OSError) and err.errno in _DISK_ERRORS:
+                where = f" at {err.filename}" if err.filename else ""
+                what = _DISK_ERRORS[err.errno]
+                _fail(
+                    f"file system error{where}: {what}; nothing half-written is kept",
+                    "free some space or write elsewhere (--output DIR, STEER_CACHE)",
+                )
             _fail(f"{type(err).__name__}: {err}", "set STEER_DEBUG=1 to see the traceback")
+
+
+_DISK_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+}
 
 
 def _fail(message: str, hint: str | None = None, code: int = 1) -> None:

@@ -101,22 +101,28 @@ def read_rows(path: Path) -> tuple[list[dict], list[int] | None]:
     if not path.is_file():
         raise SteerError(f"data file not found: {path}")
     suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".csv", ".tsv") and not path.read_text().strip():
+        raise SteerError(f"data file {path} is empty", "it needs at least one row")
     if suffix == ".jsonl":
-        return _read_jsonl(path)
-    if suffix == ".json":
-        return _read_json(path), None
-    if suffix in (".csv", ".tsv"):
-        return _read_csv(path, "\t" if suffix == ".tsv" else ",")
-    if suffix == ".parquet":
+        rows, lines = _read_jsonl(path)
+    elif suffix == ".json":
+        rows, lines = _read_json(path), None
+    elif suffix in (".csv", ".tsv"):
+        rows, lines = _read_csv(path, "\t" if suffix == ".tsv" else ",")
+    elif suffix == ".parquet":
         try:
             import pyarrow.parquet as pq
 
-            return pq.read_table(path).to_pylist(), None
+            rows, lines = pq.read_table(path).to_pylist(), None
         except Exception as exc:
             raise SteerError(f"{path}: cannot read it as parquet ({exc})") from None
-    raise SteerError(
-        f"{path}: unsupported file type {suffix!r}", f"use one of {', '.join(FORMATS)}"
-    )
+    else:
+        raise SteerError(
+            f"{path}: unsupported file type {suffix!r}", f"use one of {', '.join(FORMATS)}"
+        )
+    if not rows:
+        raise SteerError(f"data file {path} holds no rows", "it needs at least one row")
+    return rows, lines
 
 
 def _read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
