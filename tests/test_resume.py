@@ -159,3 +159,33 @@ def test_a_nan_loss_stops_the_run_naming_the_step(tmp_path, monkeypatch):
         app, ["train", str(recipe_file), "train.on_nonfinite=skip", "--restart", "-o", str(out)]
     )
     assert skipped.exit_code == 0, skipped.output
+
+
+def test_a_sweep_resumes_inside_its_unfinished_trial(tmp_path, monkeypatch):
+    """A sweep killed in a trial's step 5 resumes that trial from its checkpoint, to the bytes
+    of a sweep that was never interrupted."""
+    from steer_cli import loop
+    from steer_cli.sweep import sweep
+
+    def lr_sweep(out):
+        return sweep(_recipe(), out, seeds=1, lrs=[1e-2], log=lambda m: None)
+
+    lr_sweep(tmp_path / "whole")
+    real_step = loop._Loop.step
+    calls = {"n": 0}
+
+    def crash_in_the_second_trial(self, step, batch):
+        calls["n"] += 1
+        if calls["n"] == 12 + 5:  # the LR trial's 12 steps, then step 5 of the seed trial
+            raise KeyboardInterrupt
+        return real_step(self, step, batch)
+
+    monkeypatch.setattr(loop._Loop, "step", crash_in_the_second_trial)
+    with pytest.raises(KeyboardInterrupt):
+        lr_sweep(tmp_path / "killed")
+    monkeypatch.setattr(loop._Loop, "step", real_step)
+    (unfinished,) = [p for p in (tmp_path / "killed").iterdir() if p.name.endswith(".partial")]
+    assert checkpoints.latest(unfinished / "checkpoints").name == "step-00000004"
+    lr_sweep(tmp_path / "killed")
+    for trial in ("lr-0.01", "seed-42"):
+        assert _weights(tmp_path / "killed" / trial) == _weights(tmp_path / "whole" / trial)
