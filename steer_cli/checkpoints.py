@@ -133,6 +133,10 @@ def resume_point(staged, recipe):
     point = read(staged.checkpoints) if staged.resume else None
     if point is None:
         return None
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return point  # the main process checks and says so
     if point.state.get("recipe") != recipe.resolved():
         raise SteerError(
             f"{staged.staging} holds a checkpoint of another recipe (step {point.step})",

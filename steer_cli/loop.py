@@ -366,9 +366,15 @@ def train_loop(
     same bytes an uninterrupted run ends with.
     """
     from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
     device = next(model.parameters()).device
-    accelerator = Accelerator(cpu=device.type == "cpu")
+    # LoFiT leaves one kind of its parameters unused in each stage; DDP must be told.
+    unused = bool(getattr(trainable, "unused_parameters", False))
+    accelerator = Accelerator(
+        cpu=device.type == "cpu",
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)],
+    )
     params = _trained_params(model, trainable)
     configs = stage_configs(trainable, cfg)
     totals = [plan_steps(len(rows), c) for c in configs]

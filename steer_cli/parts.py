@@ -52,6 +52,7 @@ _LOOP_HOOKS = (
     "generator",
     "training_state",
     "load_training_state",
+    "unused_parameters",
 )
 
 

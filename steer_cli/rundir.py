@@ -116,5 +116,36 @@ class StagedRun:
         self._lock_fd = None
 
 
+class ShadowRun:
+    """What a non-main process of a multi-process run writes into: a scratch directory that is
+    discarded, and the main process's checkpoints to resume from (read only, never locked)."""
+
+    def __init__(self, final: str | Path, *, resume: bool = False):
+        self.main = StagedRun(final, resume=resume)
+        self.resume = resume
+        self.staging = self.main.staging
+        self._scratch: Path | None = None
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.main.checkpoints
+
+    def has_checkpoint(self) -> bool:
+        return self.main.has_checkpoint()
+
+    def check(self) -> None:
+        """The main process checks the output."""
+
+    def __enter__(self) -> Path:
+        import tempfile
+
+        self._scratch = Path(tempfile.mkdtemp(prefix="steer-rank-"))
+        return self._scratch
+
+    def __exit__(self, *exc) -> None:
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+
+
 def default_output(name: str) -> Path:
     return Path("runs") / name

@@ -333,6 +333,7 @@ def run(
     import shutil
 
     import yaml
+    from accelerate import PartialState
 
     from steer_cli import checkpoints, rundir, tracking
     from steer_cli.atomic import write_json, write_text
@@ -341,13 +342,22 @@ def run(
     from steer_cli.parts import build_parts, kind_of
 
     wall_start = time.perf_counter()
-    staged = rundir.StagedRun(output, overwrite=overwrite, resume=not restart)
+    from steer_cli.models import resolve_device
+
+    # One process, or each of torchrun's / accelerate launch's (the loop's Accelerator shares
+    # this state: on CPU it must be asked for, or several processes would each train alone).
+    processes = PartialState(cpu=resolve_device(recipe.model.device).type == "cpu")
+    if processes.is_main_process:
+        staged = rundir.StagedRun(output, overwrite=overwrite, resume=not restart)
+    else:  # writes nothing that stays: the main process writes the run
+        staged = rundir.ShadowRun(output, resume=not restart)
     staged.check()
     tracking.check(recipe.train.trackers)
     prepared = _prepare(recipe)
     recipe = prepared.recipe
     try:
         with staged as run_dir, _tracked(recipe, run_dir, output) as tracker:
+            processes.wait_for_everyone()  # the main process has kept or cleared the staging
             resume = checkpoints.resume_point(staged, recipe)
             write_text(run_dir / rundir.CONFIG, yaml.safe_dump(recipe.resolved(), sort_keys=False))
             results: dict = {
@@ -356,6 +366,9 @@ def run(
                 "model": recipe.model.name,
                 "task": prepared.task.name,
                 "data": prepared.data_sizes,
+                "processes": processes.num_processes,
+                "device": str(next(prepared.model.parameters()).device),
+                "dtype": str(next(prepared.model.parameters()).dtype).removeprefix("torch."),
                 "eval": {},
             }
             if prepared.rank_choice is not None:
@@ -388,5 +401,6 @@ def run(
     except BaseException:
         checkpoints.say_if_kept(staged)
         raise
-    _report(results, diagnostics, recipe.method, output)
+    if processes.is_main_process:
+        _report(results, diagnostics, recipe.method, output)
     return TrainedRun(results, parts.model, prepared.tokenizer, parts)

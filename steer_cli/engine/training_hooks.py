@@ -69,6 +69,11 @@ class TrainingHooks:
         return lofit_stages(self.spec.shape) if self.lofit_stage in (None, 1) else None
 
     @property
+    def unused_parameters(self) -> bool:
+        """Whether a step leaves trained parameters unused (LoFiT: v in stage 1, A in 2)."""
+        return self._lofit
+
+    @property
     def generator(self) -> torch.Generator:
         """The adapters' own RNG (JoLA's gate noise, LoFiT's stage-2 draw): checkpointed."""
         return self._generator

@@ -1,0 +1,52 @@
+"""Multi-process training: two CPU processes (torchrun, gloo) train what one process trains,
+and results.json says how it ran."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+RAW = {
+    "model": "tiny-llama",
+    "data": {"train_size": 16, "validation_size": 2, "test_size": 4},
+    "train": {"max_steps": 4, "batch_size": 4, "report_to": "none"},
+    "eval": {"before": False, "batch_size": 4, "max_new_tokens": 4},
+}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _train(recipe, out, processes: int) -> subprocess.CompletedProcess:
+    steer = ["-m", "steer_cli", "train", str(recipe), "-o", str(out)]
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
+    command = [sys.executable, *(launcher if processes > 1 else []), *steer]
+    return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+
+
+def _tensors(out) -> dict[str, torch.Tensor]:
+    found = {}
+    for path in sorted(out.rglob("*.safetensors")):
+        for key, value in load_file(path).items():
+            found[f"{path.relative_to(out)}:{key}"] = value.float()
+    return found
+
+
+@pytest.mark.parametrize("method", ["postblock", "lora", "joint-orth", "lofit", "jola"])
+def test_two_processes_train_what_one_trains(tmp_path, method):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({**RAW, "method": method}))
+    one, two = _train(recipe, tmp_path / "one", 1), _train(recipe, tmp_path / "two", 2)
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert two.returncode == 0, two.stderr[-2000:]  # LoFiT/JoLA: unused parameters under DDP
+    a, b = _tensors(tmp_path / "one"), _tensors(tmp_path / "two")
+    assert a.keys() == b.keys() and a
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst < 1e-6, worst
+    results = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert (results["processes"], results["device"], results["dtype"]) == (2, "cpu", "float32")
+    assert json.loads((tmp_path / "one" / "results.json").read_text())["processes"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "r.yaml", "two"]
