@@ -2,13 +2,14 @@
 #   make quickstart   install everything into .venv, then train recipes/quickstart.yaml
 #   make test         install everything into .venv, then run the test suite
 # Maintenance: make lock (refresh constraints.txt), make figures (README's measured figures),
-# make test-compat (the engine's contract tests on the newest and the oldest supported stacks).
+# make test-compat (the engine's contract tests on the newest and the oldest supported stacks),
+# make bench (speed and memory ratios, bench/run.py).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q
 LOCK := -c constraints.txt
 
-.PHONY: install quickstart test lint lock figures test-compat
+.PHONY: install quickstart test lint lock figures test-compat bench
 
 # Every install is pinned by constraints.txt, so a fresh clone gets the stack CI tested on any
 # day. torch comes first: any other torch request would pull gigabytes of CUDA wheels.
@@ -29,8 +30,8 @@ test: install
 	$(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check steer_cli tests recipes scripts
-	$(VENV)/bin/ruff format --check steer_cli tests recipes scripts
+	$(VENV)/bin/ruff check steer_cli tests recipes scripts bench
+	$(VENV)/bin/ruff format --check steer_cli tests recipes scripts bench
 
 lock:
 	bash scripts/lock.sh
@@ -40,3 +41,7 @@ figures: install
 
 test-compat:
 	bash scripts/compat.sh
+
+# Speed and memory as ratios (bench/run.py): bench/results.json and a table with the targets.
+bench: install
+	$(PY) bench/run.py
