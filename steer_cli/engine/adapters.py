@@ -137,7 +137,18 @@ class LowRankAdapter(nn.Module):
                 nn.init.zeros_(self.up.bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.up(self.act(self.down(h)))
+        return self.up(self.act(_read(h, self.down.weight)))
+
+
+def _read(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``h @ weight.T (+ bias)`` in fp32: a bf16/fp16 ``h`` is read in its own dtype (fp32
+    weights cast to it), so backward keeps the model's own low-precision activation instead of
+    an fp32 copy of the residual stream; the small ``[..., r]`` result is fp32 from there on.
+    An fp32 ``h`` takes the plain fp32 path."""
+    if h.dtype == torch.float32:
+        return nn.functional.linear(h, weight, bias)
+    low = nn.functional.linear(h, weight.to(h.dtype), None if bias is None else bias.to(h.dtype))
+    return low.float()
 
 
 class _Rotation(nn.Module):
@@ -178,8 +189,13 @@ class LoReFTAdapter(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         weight = self.rotate_layer.weight  # evaluate the parametrization once per call
-        rotated = torch.matmul(h, weight)
-        return torch.matmul(self.learned_source(h) - rotated, weight.T)
+        if h.dtype == torch.float32:
+            rotated = torch.matmul(h, weight)
+            return torch.matmul(self.learned_source(h) - rotated, weight.T)
+        # Low precision: read h in its dtype (R and W cast), compute the rank-r rest in fp32.
+        rotated = torch.matmul(h, weight.to(h.dtype)).float()
+        source = _read(h, self.learned_source.weight, self.learned_source.bias)
+        return torch.matmul(source - rotated, weight.T)
 
     def export_tensors(self) -> dict[str, torch.Tensor]:
         return {

@@ -263,11 +263,12 @@ class Interventions(TrainingHooks, nn.Module):
 
     # -- the edit ------------------------------------------------------------------------------
     def _edit(self, adapter: nn.Module, h: torch.Tensor) -> torch.Tensor:
-        x = h.to(torch.float32)  # adapters compute in fp32 (a no-op cast for fp32 models)
+        # Adapters get h in the model's dtype and compute in fp32 where their parameters are
+        # (fp32): no fp32 copy of the residual stream is made and kept for backward.
         if getattr(adapter, "per_head", False):
-            delta = adapter(x.view(*x.shape[:-1], self.n_heads, self.head_dim)).reshape(x.shape)
+            delta = adapter(h.view(*h.shape[:-1], self.n_heads, self.head_dim)).reshape(h.shape)
         else:
-            delta = adapter(x)
+            delta = adapter(h)
         new = h + delta.to(h.dtype)
         if self.spec.positions == "all":
             return new

@@ -1,0 +1,61 @@
+"""bf16 models: adapters read the residual stream in its own dtype (no fp32 copy kept for
+backward) and train as the fp32-cast computation does, within bf16 tolerance."""
+
+import pytest
+import torch
+
+from steer_cli.engine.adapters import AdapterShape
+from steer_cli.engine.attach import InterventionSpec, attach
+from steer_cli.models import load_model
+
+
+def _step(shape, site, *, fp32_copy: bool):
+    """One forward/backward on tiny-llama in bf16: the loss, the adapter's gradients, and the
+    bytes autograd saved (parameters excluded). ``fp32_copy``: steer 0.1.0's way, the site
+    tensor cast to fp32 before the adapter."""
+    model, tokenizer = load_model("tiny-llama", dtype="bfloat16", device="cpu")
+    model.requires_grad_(False)
+    handle = attach(model, InterventionSpec(site=site, shape=shape), seed=0)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in handle.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * 0.05)
+    if fp32_copy:
+
+        def edit(adapter, h):
+            return h + adapter(h.float()).to(h.dtype)
+
+        handle._edit = edit
+    ids = tokenizer(["[MAX 1 2 3 [MIN 4 5 ] ]" * 6] * 4, return_tensors="pt")["input_ids"]
+    params = {p.data_ptr() for p in [*model.parameters(), *handle.parameters()]}
+    saved = 0
+
+    def pack(tensor):
+        nonlocal saved
+        if tensor.data_ptr() not in params:
+            saved += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    grads = [p.grad.float() for p in handle.parameters() if p.grad is not None]
+    assert all(p.dtype == torch.float32 for p in handle.parameters())  # parameters stay fp32
+    handle.detach()
+    return float(loss), grads, saved
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [AdapterShape("lowrank", rank=4), AdapterShape("loreft", rank=2)],
+    ids=["lowrank", "loreft"],
+)
+def test_bf16_reads_in_place_and_trains_the_same(shape):
+    loss_old, grads_old, saved_old = _step(shape, "block_output", fp32_copy=True)
+    loss_new, grads_new, saved_new = _step(shape, "block_output", fp32_copy=False)
+    assert loss_new == pytest.approx(loss_old, rel=1e-3)
+    for old, new in zip(grads_old, grads_new, strict=True):
+        assert float((old - new).norm() / old.norm()) < 0.03  # bf16 tolerance
+    # The fp32 copy of each steered layer's [batch, tokens, d] output is no longer kept.
+    tokens = 4 * 6 * 12  # rows x repeats x ~tokens per "[MAX 1 2 3 [MIN 4 5 ] ]"
+    assert saved_old - saved_new >= 3 * tokens * 64 * 2  # at least a bf16-sized copy per layer
