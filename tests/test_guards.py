@@ -2,7 +2,6 @@
 used: break it (a fake layer, a patched attribute) and the error says what was expected, what was
 found and the library's version; keep it and the normal path works (issue 11, item 4)."""
 
-import inspect
 import json
 from types import SimpleNamespace
 
@@ -10,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from steer_cli import parts
 from steer_cli.engine.adapters import AdapterShape
 from steer_cli.engine.attach import InterventionSpec, attach
 from steer_cli.engine.joint import check_writers, lora_b, targeted_writers, writer_matrix
@@ -297,10 +295,6 @@ def test_targeted_writers_needs_a_peft_model():
         targeted_writers(model)
 
 
-_WIRED = "check_writers" in inspect.getsource(parts)
-
-
-@pytest.mark.skipif(not _WIRED, reason="parts.JointParts does not call check_writers yet")
 def test_joint_orth_build_checks_its_writers(monkeypatch):
     model, _ = _fresh()
     recipe = build_recipe({"method": "joint-orth"})
