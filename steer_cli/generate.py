@@ -12,7 +12,6 @@ settings.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -78,17 +77,10 @@ def read_rows(source: str, stdin: Iterable[str] | None = None) -> list[dict]:
         if not path.is_file():
             raise SteerError(f"no input file at {source}", "pass a JSONL file, or - for stdin")
         lines, where = path.read_text().splitlines(), str(path)
+    from steer_cli.data.files import json_lines
+
     rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise SteerError(
-                f"{where} line {number} is not JSON: {err.msg}",
-                'each line is a JSON object such as {"prompt": "[MAX 2 9 ]"}',
-            ) from None
+    for number, row in json_lines(lines, where):
         if isinstance(row, str):
             row = {"prompt": row}
         if not isinstance(row, dict):

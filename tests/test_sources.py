@@ -182,7 +182,7 @@ def test_split_override_and_overlap_check(tmp_path) -> None:
     [
         ("boolq", "boolq_bad_answer.jsonl", ["boolq_bad_answer.jsonl line 3", "'answer'", "maybe"]),
         ("gsm8k", "gsm8k_no_final.jsonl", ["gsm8k_no_final.jsonl line 2", "'answer'", "####"]),
-        ("boolq", "broken.jsonl", ["broken.jsonl line 2", "not valid JSON"]),
+        ("boolq", "broken.jsonl", ["broken.jsonl line 2 is not JSON"]),
         ("winogrande", "winogrande_extra.csv", ["winogrande_extra.csv line 3", "more values"]),
         ("arc-challenge", "arc_missing_choices.jsonl", ["line 1", "'choices'", "missing"]),
     ],

@@ -125,19 +125,27 @@ def read_rows(path: Path) -> tuple[list[dict], list[int] | None]:
     return rows, lines
 
 
+def json_lines(lines, where: str) -> list[tuple[int, object]]:
+    """``(line number, value)`` of each non-blank line of JSON Lines text from ``where``; a line
+    that is not JSON is an error naming it."""
+    values = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            values.append((number, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise SteerError(
+                f"{where} line {number} is not JSON ({exc.msg} at column {exc.colno})",
+                "JSON Lines files hold one JSON object per line",
+            ) from None
+    return values
+
+
 def _read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
     rows, lines = [], []
     with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SteerError(
-                    f"{path} line {number}: not valid JSON ({exc.msg} at column {exc.colno})",
-                    "jsonl files hold one JSON object per line",
-                ) from None
+        for number, row in json_lines(f, str(path)):
             if not isinstance(row, dict):
                 raise SteerError(
                     f"{path} line {number}: expected a JSON object, got {type(row).__name__}"

@@ -32,17 +32,9 @@ def load_skeleton(name: str, *, trust_remote_code: bool = False):
             config = AutoConfig.from_pretrained(source)
             tokenizer = AutoTokenizer.from_pretrained(source)
     elif lowered.startswith("tiny-") and lowered in TINY_FAMILIES:
-        from steer_cli.models.tiny import tiny_config, tiny_tokenizer
+        from steer_cli.models.tiny import tiny_parts
 
-        tokenizer = tiny_tokenizer()
-        config, cls = tiny_config(
-            lowered,
-            vocab_size=len(tokenizer),
-            bos=tokenizer.bos_token_id,
-            eos=tokenizer.eos_token_id,
-            pad=tokenizer.pad_token_id,
-        )
-        model_class = cls
+        tokenizer, config, model_class = tiny_parts(lowered)
     elif lowered.startswith("tiny-"):
         raise SteerError(
             f"Unknown tiny model {name!r}.", f"Valid tiny models: {', '.join(TINY_FAMILIES)}."

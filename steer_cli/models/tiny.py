@@ -109,7 +109,8 @@ def tiny_config(family: str, vocab_size: int, bos: int, eos: int, pad: int):
     )
 
 
-def build_tiny(family: str, *, seed: int):
+def tiny_parts(family: str):
+    """``(tokenizer, config, model class)`` of a tiny family: everything but the weights."""
     tokenizer = tiny_tokenizer()
     config, model_cls = tiny_config(
         family,
@@ -118,6 +119,11 @@ def build_tiny(family: str, *, seed: int):
         eos=tokenizer.eos_token_id,
         pad=tokenizer.pad_token_id,
     )
+    return tokenizer, config, model_cls
+
+
+def build_tiny(family: str, *, seed: int):
+    tokenizer, config, model_cls = tiny_parts(family)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_cls(config).to(torch.float32)
