@@ -238,6 +238,14 @@ def measure(args) -> dict:
             entry["peak_bytes"] = torch.cuda.max_memory_allocated()
         if method == "postblock":
             entry.update(_generation_and_scoring(parts, tokenizer, test, args, device))
+        if method == "postblock":  # the same step with train.gradient_checkpointing
+            parts.model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+            parts.model.train()
+            entry["activation_bytes_checkpointed"] = _saved_bytes(forward_loss, params)
+            parts.model.eval()
+            parts.model.gradient_checkpointing_disable()
         out["methods"][method] = entry
         if method != "sft":
             parts.remove()
@@ -296,6 +304,10 @@ def ratios(m: dict) -> dict:
             out["postblock_vs_lora_activation_memory"] = (
                 post["activation_bytes"] / methods["lora"]["activation_bytes"]
             )
+    if post.get("activation_bytes_checkpointed"):
+        out["postblock_checkpointed_vs_plain_activation_memory"] = (
+            post["activation_bytes_checkpointed"] / post["activation_bytes"]
+        )
     if post.get("generation_seconds"):
         out["generation_overhead"] = (
             post["generation_seconds"] / post["generation_seconds_disabled"]

@@ -23,7 +23,7 @@ PYTHON="${STEER_COMPAT_PYTHON:-python3}"
 TORCH="torch==2.13.0"
 # The libraries whose internals steer relies on: "oldest" pins each to pyproject's lower bound.
 LIBRARIES="transformers peft accelerate lm-eval datasets"
-TESTS=(tests/test_positions.py tests/test_sites.py tests/test_engine.py tests/test_runs.py
+TESTS=(tests/test_positions.py tests/test_sites.py tests/test_engine.py tests/test_runs.py tests/test_checkpointing.py
     tests/test_guards.py)
 
 which="${1:-all}"

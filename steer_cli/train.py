@@ -276,6 +276,28 @@ def _report(results: dict, diagnostics: dict | None, method: str, output: Path) 
 
 
 @contextmanager
+def _recomputing(model: nn.Module, enabled: bool):
+    """``train.gradient_checkpointing``: transformers' own (non-reentrant) checkpointing of each
+    decoder layer while training, off again for evaluation. Adapter hooks run again in the
+    recompute and give the same output (positions keep the forward's mask; JoLA's gate noise
+    comes from torch's RNG, which the recompute replays)."""
+    if not enabled:
+        yield
+        return
+    enable = getattr(model, "gradient_checkpointing_enable", None)
+    if not callable(enable):
+        raise SteerError(
+            f"train.gradient_checkpointing: {type(model).__name__} does not support it",
+            "set train.gradient_checkpointing=false",
+        )
+    enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        yield
+    finally:
+        model.gradient_checkpointing_disable()
+
+
+@contextmanager
 def _tracked(recipe: Recipe, run_dir: Path, output: Path):
     """The run's trackers (None without ``train.report_to``), closed before the run directory
     moves into place; each logs under the run directory's name."""
@@ -384,7 +406,8 @@ def run(
             trainable = _announce(parts, prepared)
             checkpointer = checkpoints.checkpointer_for(recipe, staged, results)
             metrics = run_dir / rundir.METRICS
-            summary = _train_logged(parts, prepared, metrics, tracker, checkpointer, resume)
+            with _recomputing(parts.model, recipe.train.gradient_checkpointing):
+                summary = _train_logged(parts, prepared, metrics, tracker, checkpointer, resume)
             results["eval"]["after"], records = _evaluate_after(parts, prepared)
             _log_accuracy(tracker, "after", results["eval"]["after"], step=summary.steps)
             diagnostics = _save(run_dir, parts, prepared, records, base)

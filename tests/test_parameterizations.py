@@ -325,12 +325,12 @@ def test_jola_gates_follow_the_hard_concrete_formulas():
     # Open at eval: sigmoid(log_alpha) * 1.2 - 0.1 > 0, i.e. log_alpha > log(1/11).
     assert adapter.open_gates() == {"scale": 3, "shift": 3}  # -2.0 > log(1/11) = -2.40
 
-    adapter.train()
-    adapter.generator = torch.Generator().manual_seed(3)
+    adapter.train()  # the noise comes from torch's RNG (the loop seeds it)
+    torch.manual_seed(3)
     g_a, g_v = adapter.gates()
-    replay = torch.Generator().manual_seed(3)
+    torch.manual_seed(3)
     for gate, la in ((g_a, adapter.log_alpha_A), (g_v, adapter.log_alpha_v)):
-        u = torch.rand(4, generator=replay).clamp(1e-6, 1 - 1e-6)
+        u = torch.rand(4).clamp(1e-6, 1 - 1e-6)
         s = torch.sigmoid((torch.log(u) - torch.log(1 - u) + la) / 0.33)
         torch.testing.assert_close(gate, torch.clamp(s * 1.2 - 0.1, 0, 1).detach())
 

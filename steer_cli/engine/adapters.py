@@ -278,11 +278,12 @@ class JoLAAdapter(nn.Module):
         self.v = nn.Parameter(torch.randn(n_heads, head_dim) * HEAD_INIT_STD)
         self.log_alpha_A = nn.Parameter(xavier_uniform_vector_(torch.empty(n_heads)))
         self.log_alpha_v = nn.Parameter(xavier_uniform_vector_(torch.empty(n_heads)))
-        self.generator: torch.Generator | None = None  # set by Interventions for reproducibility
 
     def _gate(self, log_alpha: torch.Tensor) -> torch.Tensor:
         if self.training:
-            u = torch.rand(log_alpha.shape, generator=self.generator).to(log_alpha.device)
+            # Torch's RNG, on the parameters' device: the training loop seeds it, and gradient
+            # checkpointing's recompute replays it (the same gates in forward and recompute).
+            u = torch.rand(log_alpha.shape, device=log_alpha.device, dtype=log_alpha.dtype)
             u = u.clamp(1e-6, 1 - 1e-6)
             s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / GATE_BETA)
         else:

@@ -112,13 +112,13 @@ class Interventions(TrainingHooks, nn.Module):
         self._layers_ref: weakref.ref | None = None
         self._span: tuple[torch.Tensor, torch.Tensor] | None = None
         self._mask: torch.Tensor | None = None
+        # The last model call's mask, for gradient checkpointing's recompute inside the span.
+        self._kept_mask: torch.Tensor | None = None
+        self._mask_shape: tuple[int, int] | None = None
         self._forward: ForwardSignals | None = None  # the backbone call in progress
         self._recorder: list | None = None
         self._switch_at: int | None = None  # LoFiT: the step that ends stage 1
-        self._generator = torch.Generator().manual_seed(seed)
-        for adapter in self.adapters.values():
-            if hasattr(adapter, "generator"):
-                adapter.generator = self._generator
+        self._generator = torch.Generator().manual_seed(seed)  # LoFiT's stage-2 draw
         self.eval()
 
     # -- attaching -----------------------------------------------------------------------------
@@ -209,7 +209,7 @@ class Interventions(TrainingHooks, nn.Module):
             yield
         finally:
             self._span = previous
-            self._mask = None
+            self._mask = self._kept_mask = self._mask_shape = None
 
     def batch_context(self, batch: dict):
         """Training (right padding, teacher forcing): the first ``prompt_lengths`` tokens."""
@@ -251,6 +251,12 @@ class Interventions(TrainingHooks, nn.Module):
                 f"the prompt span has {start.shape[0]} rows but the forward has {batch} "
                 "(beam search and num_return_sequences > 1 are not supported with positions)"
             )
+        if self._forward is None and self._mask_shape == (batch, tokens):
+            # A recompute: where gradient checkpointing wraps a layer's __call__, hooks included
+            # (transformers 4.x; 5.x keeps layer hooks outside), layer 0 runs again after the
+            # model call, on the tokens of the forward it repeats: the same mask.
+            self._mask = self._kept_mask
+            return
         if self._forward is None:
             raise RuntimeError(
                 f"positions={self.spec.positions!r}: decoder layers ran outside a call of the "
@@ -258,6 +264,7 @@ class Interventions(TrainingHooks, nn.Module):
             )
         columns = self._forward.columns(tokens, span_end=int(end.max()), device=hidden.device)
         self._mask = position_mask(self.spec.positions, columns, start, end)
+        self._kept_mask, self._mask_shape = self._mask, (batch, tokens)
         if self._recorder is not None:
             self._recorder.append((columns.cpu(), self._mask.cpu()))
 
@@ -385,7 +392,7 @@ class Interventions(TrainingHooks, nn.Module):
 def attach(model: nn.Module, spec: InterventionSpec, *, seed: int | None = None) -> Interventions:
     """Build freshly initialised adapters for ``model`` and attach them.
 
-    With ``seed``, initialisation (and JoLA's gate noise, LoFiT's stage-2 draw) is reproducible
+    With ``seed``, initialisation (and LoFiT's stage-2 draw) is reproducible
     and leaves the global RNG untouched.
     """
     n_layers = len(find_decoder_layers(model))

@@ -75,7 +75,7 @@ class TrainingHooks:
 
     @property
     def generator(self) -> torch.Generator:
-        """The adapters' own RNG (JoLA's gate noise, LoFiT's stage-2 draw): checkpointed."""
+        """The adapters' own RNG (LoFiT's stage-2 draw): checkpointed."""
         return self._generator
 
     def training_state(self) -> dict:

@@ -357,6 +357,11 @@ class TrainSection(_Section):
     keep_checkpoints: bool = Field(
         False, description="keep the last checkpoint in RUN/checkpoints when the run finishes"
     )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="recompute each decoder layer in backward instead of keeping its "
+        "activations (transformers' non-reentrant checkpointing): less memory, more time",
+    )
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop", description="a NaN/inf loss or gradient: stop the run, or skip that batch"
     )
