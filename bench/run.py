@@ -391,8 +391,9 @@ def main() -> None:
     torch.manual_seed(0)
     measured = measure(args)
     measured["pyreft"] = (
-        "not run: pyreft pins an old transformers (it needs a throw-away environment of its "
-        "own, which this suite does not build yet)"
+        "not measured: pyreft 0.1.0 pins transformers==4.45.1 (and seaborn==0.12.2, jupyter, "
+        "wandb, ydata-profiling); in a throw-away venv with torch 2.13.0, pip had not resolved "
+        "it after 400 s (2026-12-02), and this suite does not build such an environment yet"
     )
     measured["ratios"] = ratios(measured)
     if args.peak_tflops:
