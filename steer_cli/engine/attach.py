@@ -114,7 +114,6 @@ class Interventions(TrainingHooks, nn.Module):
         self._mask: torch.Tensor | None = None
         # The last model call's mask, for gradient checkpointing's recompute inside the span.
         self._kept_mask: torch.Tensor | None = None
-        self._mask_shape: tuple[int, int] | None = None
         self._forward: ForwardSignals | None = None  # the backbone call in progress
         self._recorder: list | None = None
         self._switch_at: int | None = None  # LoFiT: the step that ends stage 1
@@ -209,7 +208,7 @@ class Interventions(TrainingHooks, nn.Module):
             yield
         finally:
             self._span = previous
-            self._mask = self._kept_mask = self._mask_shape = None
+            self._mask = self._kept_mask = None
 
     def batch_context(self, batch: dict):
         """Training (right padding, teacher forcing): the first ``prompt_lengths`` tokens."""
@@ -251,11 +250,12 @@ class Interventions(TrainingHooks, nn.Module):
                 f"the prompt span has {start.shape[0]} rows but the forward has {batch} "
                 "(beam search and num_return_sequences > 1 are not supported with positions)"
             )
-        if self._forward is None and self._mask_shape == (batch, tokens):
+        kept = self._kept_mask
+        if self._forward is None and kept is not None and tuple(kept.shape) == (batch, tokens):
             # A recompute: where gradient checkpointing wraps a layer's __call__, hooks included
             # (transformers 4.x; 5.x keeps layer hooks outside), layer 0 runs again after the
             # model call, on the tokens of the forward it repeats: the same mask.
-            self._mask = self._kept_mask
+            self._mask = kept
             return
         if self._forward is None:
             raise RuntimeError(
@@ -264,7 +264,7 @@ class Interventions(TrainingHooks, nn.Module):
             )
         columns = self._forward.columns(tokens, span_end=int(end.max()), device=hidden.device)
         self._mask = position_mask(self.spec.positions, columns, start, end)
-        self._kept_mask, self._mask_shape = self._mask, (batch, tokens)
+        self._kept_mask = self._mask
         if self._recorder is not None:
             self._recorder.append((columns.cpu(), self._mask.cpu()))
 
