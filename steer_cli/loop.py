@@ -191,15 +191,18 @@ class _Loop:
                         loss = loss + penalty
                 self.accelerator.backward(loss)
             loss_sum += float(token_losses.detach())
-        norm = _grad_norm(self.params)
+        norm = None
+        if self.cfg.max_grad_norm:  # clipping measures the norm (before clipping) already
+            clipped = self.accelerator.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+            norm = None if clipped is None else float(clipped)
+        if norm is None:
+            norm = _grad_norm(self.params)
         loss = loss_sum / supervised * world
         if not (math.isfinite(loss) and math.isfinite(norm)):
             self.optimizer.zero_grad(set_to_none=True)
             if self.cfg.on_nonfinite == "stop":
                 raise NonFinite(step, loss, norm)
             return loss, supervised, tokens, padded, norm  # skip: no update from this batch
-        if self.cfg.max_grad_norm:
-            self.accelerator.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
