@@ -81,7 +81,7 @@ def _prepare(recipe: Recipe, *, skeleton: bool = False) -> _Prepared:
     from steer_cli.data.splits import size_line, size_report
     from steer_cli.data.tasks import load_splits, task_for
     from steer_cli.errors import SteerError
-    from steer_cli.parts import count_base, resolve_rank
+    from steer_cli.parts import count_base, count_parameters, resolve_rank
     from steer_cli.report import err_console
 
     task = task_for(recipe.data)
@@ -109,6 +109,7 @@ def _prepare(recipe: Recipe, *, skeleton: bool = False) -> _Prepared:
     recipe, rank_choice = resolve_rank(model, recipe)  # adapter.rank: auto -> a number
     if rank_choice is not None:
         err_console.print(rank_choice.describe(), highlight=False)
+    count_parameters(model, recipe)  # what only the model can refuse (LoFiT's heads), up front
     chat = uses_chat_template(tokenizer, recipe.data.chat_template)
     train_rows, encode_stats = encode_for_training(
         tokenizer, splits["train"], chat=chat, max_length=recipe.data.max_length

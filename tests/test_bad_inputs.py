@@ -72,6 +72,11 @@ CASES = [
         "did you mean 'train.lr'",
     ),
     ("typo-key", lambda t, r: ["train", _recipe(t), "adapter.rnak=4"], "rank"),
+    (
+        "lofit-more-heads-than-the-model",
+        lambda t, r: ["train", _recipe(t), "method=lofit", "adapter.lofit_heads=10000"],
+        "adapter.lofit_heads=all",
+    ),
     ("wrong-type", lambda t, r: ["train", _recipe(t), "train.batch_size=big"], "batch_size"),
     ("negative-lr", lambda t, r: ["train", _recipe(t), "train.lr=-1"], "lr"),
     ("unknown-method", lambda t, r: ["train", _recipe(t), "method=postblok"], "unknown method"),

@@ -54,7 +54,8 @@ def test_jola_and_lofit_parameter_counts(tiny):
     assert jola.num_parameters() == n_layers * n_heads * (2 * head_dim + 2)
     assert sum(p.numel() for p in jola.parameters()) == jola.num_parameters()
 
-    for heads, k in [(0.1, max(1, round(0.1 * n_layers * n_heads))), (0.5, 6), (3, 3)]:
+    every = n_layers * n_heads
+    for heads, k in [(0.1, max(1, round(0.1 * every))), (0.5, 6), (3, 3), ("all", every)]:
         shape = AdapterShape("lofit", lofit_heads=heads)
         lofit = attach(model, InterventionSpec(site="attn_heads", shape=shape), seed=0)
         lofit.detach()
@@ -80,6 +81,12 @@ def test_head_wise_parameterizations_need_attn_heads():
         build_recipe({"adapter": {"parameterization": "jola"}})
     with pytest.raises(SteerError, match="lofit_heads"):
         build_recipe({"adapter": {"site": "attn_heads", "lofit_heads": 2.5}})
+    assert (
+        build_recipe({"method": "lofit", "adapter": {"lofit_heads": "all"}}).adapter.lofit_heads
+        == "all"
+    )
+    with pytest.raises(SteerError, match="lofit_heads"):
+        build_recipe({"method": "lofit", "adapter": {"lofit_heads": "most"}})
 
 
 # -- LoReFT -------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ class AdapterShape:
     rank: int = 8
     activation: str = "none"  # "none" = linear lowrank; otherwise W_up phi(W_down h)
     bias: bool = False
-    lofit_heads: float = 0.1  # heads kept after stage 1, all layers together: fraction if < 1
+    lofit_heads: float | str = 0.1  # heads kept after stage 1, all layers: fraction if < 1, 'all'
     lofit_l1: float = 1e-3  # L1 weight on the stage-1 scales A (LoFiT's l1_lambda)
     # LoFiT's stages are two trainings (its scripts: A at 1e-3, then v at 1e-2), each with its
     # own optimizer, LR and epochs; None = the recipe's train.lr / train.epochs.
@@ -67,9 +67,10 @@ class AdapterShape:
             )
         if self.parameterization in ("lowrank", "loreft") and self.rank < 1:
             raise ValueError(f"rank must be >= 1, got {self.rank}")
-        if self.lofit_heads <= 0 or (self.lofit_heads >= 1 and self.lofit_heads % 1):
+        heads = self.lofit_heads
+        if heads != "all" and (heads <= 0 or (heads >= 1 and heads % 1)):
             raise ValueError(
-                f"lofit_heads must be a fraction in (0, 1) or a whole count >= 1, "
+                f"lofit_heads must be a fraction in (0, 1), a whole count >= 1 or 'all', "
                 f"got {self.lofit_heads}"
             )
         if self.lofit_stage_split is not None and not 0 < self.lofit_stage_split < 1:

@@ -14,11 +14,19 @@ import math
 import torch
 
 
-def heads_to_keep(wanted: float, total: int) -> int:
-    """LoFiT's k: ``lofit_heads`` as a fraction of ``total`` heads (at least 1) or a count."""
+def heads_to_keep(wanted: float | str, total: int) -> int:
+    """LoFiT's k: ``lofit_heads`` as a fraction of ``total`` heads (at least 1), a count, or
+    ``"all"`` (Table 2's LoFiT: "we intervene on all heads")."""
+    from steer_cli.errors import SteerError
+
+    if wanted == "all":
+        return total
     k = max(1, round(wanted * total)) if wanted < 1 else int(wanted)
     if k > total:
-        raise ValueError(f"lofit_heads={wanted} asks for {k} heads, there are {total}")
+        raise SteerError(
+            f"adapter.lofit_heads={wanted:g} asks for {k} heads; the steered layers have {total}",
+            f"keep at most {total}, a fraction below 1, or adapter.lofit_heads=all",
+        )
     return k
 
 

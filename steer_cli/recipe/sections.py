@@ -96,10 +96,10 @@ class AdapterSection(_Section):
     bias: bool = False
     layers: str | list[int] = "all"
     positions: Annotated[str, AfterValidator(check_positions)] = "all"
-    lofit_heads: float = Field(
+    lofit_heads: Annotated[float, Field(gt=0)] | Literal["all"] = Field(
         0.1,
-        gt=0,
-        description="heads LoFiT keeps, all layers together: a fraction if < 1, else a count",
+        description="heads LoFiT keeps, all layers together: a fraction if < 1, else a count; "
+        "all: every head (Table 2's LoFiT)",
     )
     lofit_l1: float = Field(1e-3, ge=0, description="L1 weight on LoFiT's stage-1 head scales")
     lofit_lr_stage1: float | None = Field(
@@ -143,8 +143,8 @@ class AdapterSection(_Section):
 
     @field_validator("lofit_heads")
     @classmethod
-    def _whole_count(cls, value: float) -> float:
-        if value >= 1 and value % 1:
+    def _whole_count(cls, value: float | str) -> float | str:
+        if value != "all" and value >= 1 and value % 1:
             raise ValueError("should be a fraction below 1 or a whole number of heads")
         return value
 
