@@ -37,6 +37,7 @@ class Variant:
     layers: str | int | None = None  # "all", or how many layers
     mode: str | None = None  # joint runs: "both", or one part alone
     rank_match: str | None = None  # the rank is set by a rule: "lora" = LoRA r=8's count
+    positions: str | None = None  # tokens steered, where a run's differ from its preset's
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,15 @@ def test_method_label_variants():
         method_label({"method": "postblock-vector", "adapter": {"parameterization": "vector"}})
         == "postblock-vector"
     )
+    # ReFT's two positions are two rows; its preset's (last_prompt) needs no label
+    reft = {"method": "reft", "adapter": {"parameterization": "loreft", "rank": 8}}
+    assert (
+        method_label(reft | {"adapter": {**reft["adapter"], "positions": "last_prompt"}}) == "reft"
+    )
+    assert (
+        method_label(reft | {"adapter": {**reft["adapter"], "positions": "f7+l7"}})
+        == "reft positions=f7+l7"
+    )
 
 
 def test_cli_and_plot(runs, tmp_path):
