@@ -97,6 +97,34 @@ def _accuracy(results: dict) -> float:
     return float(results["eval"]["after"]["accuracy"])
 
 
+def same_recipe(done: dict, results: dict, asked: dict) -> bool:
+    """Whether a finished run's ``config.yaml`` is the recipe ``asked``. ``steer train`` writes
+    the rank that ``adapter.rank: auto`` chose, not the rule (``results.json`` keeps that, as
+    ``rank_search``), so a run of a rank search is compared with its rule restored."""
+    if done == asked:
+        return True
+    search = results.get("rank_search")
+    if not search:
+        return False
+    restored = {**done, "adapter": {**(done.get("adapter") or {}), "rank": "auto"}}
+    restored["adapter"].update(_rank_rule(search))
+    return restored == asked
+
+
+def _rank_rule(search: dict) -> dict:
+    """``adapter.budget`` / ``adapter.match`` of a rank search, from its ``rank_search``; one
+    written before ``rule`` existed says it only in words ("lora (r=8)", "0.1% of the base
+    model", "10,000 parameters")."""
+    if "rule" in search:
+        return search["rule"]
+    target = str(search.get("target", ""))
+    if target.endswith(" of the base model"):
+        return {"budget": target.removesuffix(" of the base model"), "match": None}
+    if target.endswith(" parameters"):
+        return {"budget": int(target.removesuffix(" parameters").replace(",", "")), "match": None}
+    return {"budget": None, "match": target.split(" (")[0]}
+
+
 def run_trial(
     trial: Trial,
     sweep_dir: Path,
@@ -112,13 +140,14 @@ def run_trial(
     results_path = out / "results.json"
     if results_path.is_file():
         done = yaml.safe_load((out / "config.yaml").read_text())
-        if done != trial.recipe.resolved():
+        results = json.loads(results_path.read_text())
+        if not same_recipe(done, results, trial.recipe.resolved()):
             raise SteerError(
                 f"{out} was run with a different recipe than this sweep's",
                 "use another sweep directory (--output), or delete that trial to rerun it",
             )
         log(f"{trial.name}: done before, kept")
-        return json.loads(results_path.read_text())
+        return results
     log(f"{trial.name}: training (lr={trial.lr:g}, seed={trial.seed})")
     return run(trial.recipe, out)
 

@@ -145,3 +145,55 @@ def test_sweep_cli_rejects_overwrite(tmp_path) -> None:
     assert result.exit_code == 1 and "resumes" in result.output
     result = CliRunner().invoke(app, ["train", str(recipe), "--sweep", "--lrs", "1e-3,x"])
     assert result.exit_code == 1 and "--lrs" in result.output
+
+
+def test_a_sweep_of_a_rank_search_resumes(tmp_path) -> None:
+    """``adapter.rank: auto`` runs record the rank chosen; a resumed sweep must still see its own
+    trials (it once refused them all as "run with a different recipe")."""
+    from typer.testing import CliRunner
+
+    from steer_cli.cli import app
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "model": "tiny-llama",
+                "adapter": {"rank": "auto", "match": "lora"},
+                "data": {"task": "listops", "train_size": 4, "validation_size": 2, "test_size": 2},
+                "train": {"max_steps": 1, "batch_size": 2},
+                "eval": {"before": False},
+            }
+        )
+    )
+    out = tmp_path / "sweep"
+    args = ["train", str(recipe), "--sweep", "--seeds", "1", "--lrs", "1e-3", "-o", str(out)]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    chosen = yaml.safe_load((out / "seed-42" / "config.yaml").read_text())["adapter"]["rank"]
+    assert isinstance(chosen, int)
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert again.output.count("done before, kept") == 2
+    recipe.write_text(recipe.read_text().replace("match: lora", "budget: 5%"))
+    changed = CliRunner().invoke(app, args)
+    assert changed.exit_code != 0 and "different recipe" in changed.output
+
+
+@pytest.mark.parametrize(
+    ("target", "rule"),
+    [
+        ("lora (r=8)", {"budget": None, "match": "lora"}),
+        ("0.1% of the base model", {"budget": "0.1%", "match": None}),
+        ("10,000 parameters", {"budget": 10000, "match": None}),
+    ],
+)
+def test_a_rank_search_written_before_its_rule_was_recorded_is_read_from_its_words(target, rule):
+    from steer_cli.sweep import same_recipe
+
+    asked = {"adapter": {"rank": "auto", **rule}, "train": {"lr": 1e-3}}
+    done = {"adapter": {"rank": 12, "budget": None, "match": None}, "train": {"lr": 1e-3}}
+    assert same_recipe(done, {"rank_search": {"rank": 12, "target": target}}, asked)
+    other = {"adapter": {"rank": "auto", "budget": "5%", "match": None}, "train": {"lr": 1e-3}}
+    assert not same_recipe(done, {"rank_search": {"rank": 12, "target": target}}, other)
+    assert not same_recipe(done, {}, asked)  # a fixed-rank run is not a rank search's

@@ -4,7 +4,7 @@ rank search of ``adapter.rank: auto``."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -104,6 +104,7 @@ class RankChoice:
     params: int
     target: int  # parameters asked for
     asked: str  # e.g. "0.1% of the base model" or "lora (r=8)"
+    rule: dict = field(default_factory=dict)  # the recipe's adapter.budget and adapter.match
 
     def as_dict(self) -> dict:
         return {
@@ -111,6 +112,7 @@ class RankChoice:
             "params": self.params,
             "target_params": self.target,
             "target": self.asked,
+            "rule": self.rule,
         }
 
     def describe(self) -> str:
@@ -168,7 +170,8 @@ def resolve_rank(model: nn.Module, recipe: Recipe) -> tuple[Recipe, RankChoice |
         raise SteerError(f"cannot size the adapter: {err}") from None
     rank = min(counts, key=lambda r: (abs(counts[r] - target), r))
     resolved = section.model_copy(update={"rank": rank, "budget": None, "match": None})
-    choice = RankChoice(rank=rank, params=counts[rank], target=target, asked=asked)
+    rule = {"budget": section.budget, "match": section.match}
+    choice = RankChoice(rank=rank, params=counts[rank], target=target, asked=asked, rule=rule)
     return recipe.model_copy(update={"adapter": resolved}), choice
 
 
