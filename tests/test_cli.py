@@ -44,6 +44,22 @@ def test_help_lists_commands():
         assert command in result.output
 
 
+def test_no_option_help_loses_a_bracketed_default():
+    """rich reads ``[default: ...]`` in a help text as markup and drops it ("Task of the prompts
+    ."): each option's help must escape it as ``\\[``."""
+    import re
+
+    import typer.main
+
+    command = typer.main.get_command(app)
+    for name, sub in command.commands.items():
+        for param in sub.params:
+            text = getattr(param, "help", None) or ""
+            assert not re.search(r"(?<!\\)\[[a-z]", text), f"steer {name} {param.name}: {text}"
+        shown = runner.invoke(app, [name, "--help"], terminal_width=200).output
+        assert not re.search(r"\w \.(\s|$)", shown, re.M), f"steer {name} --help: {shown}"
+
+
 def test_help_does_not_import_torch():
     code = "import sys; from steer_cli.cli import app; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -20,13 +20,13 @@ def oracle(
     ],
     task: Annotated[
         str | None,
-        typer.Option("--task", help="Task of the prompts [default: FT_RUN's, else listops]."),
+        typer.Option("--task", help="Task of the prompts \\[default: FT_RUN's, else listops]."),
     ] = None,
     samples: Annotated[int, typer.Option("--samples", "-n", min=1, help="Prompts.")] = 32,
     max_new_tokens: Annotated[
         int | None,
         typer.Option(
-            "--max-new-tokens", min=1, help="FT continuation length [default: the task's]."
+            "--max-new-tokens", min=1, help="FT continuation length \\[default: the task's]."
         ),
     ] = None,
     rank: Annotated[
@@ -39,7 +39,10 @@ def oracle(
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", "--output", "-o", help="[default: FT_RUN/oracle, or runs/oracle-NAME]"
+            "--out",
+            "--output",
+            "-o",
+            help="Output directory \\[default: FT_RUN/oracle, or runs/oracle-NAME]",
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out.")] = False,
