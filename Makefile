@@ -3,13 +3,14 @@
 #   make test         install everything into .venv, then run the test suite
 # Maintenance: make lock (refresh constraints.txt), make figures (README's measured figures),
 # make test-compat (the engine's contract tests on the newest and the oldest supported stacks),
-# make bench (speed and memory ratios, bench/run.py).
+# make bench (speed and memory ratios, bench/run.py), make claims (docs/claims.md: the paper's
+# claims with seeds, about 2 hours on 2 CPU cores; it resumes).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q
 LOCK := -c constraints.txt
 
-.PHONY: install quickstart test lint lock figures test-compat bench
+.PHONY: install quickstart test lint lock figures test-compat bench claims
 
 # Every install is pinned by constraints.txt, so a fresh clone gets the stack CI tested on any
 # day. torch comes first: any other torch request would pull gigabytes of CUDA wheels.
@@ -45,3 +46,8 @@ test-compat:
 # Speed and memory as ratios (bench/run.py): bench/results.json and a table with the targets.
 bench: install
 	$(PY) bench/run.py
+
+# The paper's claims, measured with seeds (scripts/claims.py): trains recipes/claims/ into
+# runs/claims/ (resuming), runs the oracle, and writes docs/claims.md with its plots.
+claims: install
+	$(PY) scripts/claims.py

@@ -1,0 +1,128 @@
+"""The oracle's claims (section 3.3 and the blog): read from ``steer oracle``'s oracle.json."""
+
+from __future__ import annotations
+
+import statistics
+
+from claims_verdicts import NOT_RUN, NOT_SHOWN, SHOWN, Claim, Context, Finding
+
+
+def _kl(entry: dict) -> float:
+    return float(entry["mean_generated"])
+
+
+def oracle_claims(ctx: Context) -> list[Claim]:
+    o = ctx.oracle
+    keys = ("location/sft",)
+    if o is None:
+        missing = Finding("the oracle has not run", NOT_RUN, "")
+        titles = [
+            ("Only the post-block oracle reproduces the fine-tuned model", "§3.3"),
+            ("MLP outputs are 40–70% of what a block writes", "§3.3"),
+            ("The oracle's steering vectors are close to low rank", "the blog"),
+            ("The best linear map h → δ does about as well as ReFT, or worse", "the blog"),
+            ("Post-block steering can replicate post-MLP steering", "Theorem 3.1"),
+        ]
+        return [Claim(t, s, "", missing, keys) for t, s in titles]
+    hidden, layers, kl = o["hidden_size"], o["layers"], o["kl"]
+    tol = o["sanity"]["tolerance"]
+    base = _kl(kl["base"])
+    block, mlp, attn = (
+        _kl(kl[f"oracle {s}"]) for s in ("block_output", "mlp_output", "attn_output")
+    )
+    sub_ok = block <= tol and min(mlp, attn) > 10 * tol
+    shares = [layer["mlp_share"]["ft"]["of_writes"] for layer in layers]
+    updates = [layer["mlp_share"]["ft"]["of_update"] for layer in layers]
+    ranks = [layer["spectrum"]["effective_rank"] for layer in layers]
+    errors = [layer["expressivity"]["relative_error"] for layer in layers]
+    linear_key = f"linear rank {o['rank']}"
+    linear = _kl(kl[linear_key])
+    reft = next((r for r in o["runs"] if r["method"] == "reft"), None)
+    median = statistics.median
+    where = f"`steer oracle` on the seed-42 SFT run, {o['samples']} prompts, {o['tokens']} tokens"
+    out = [
+        Claim(
+            "Only the post-block oracle reproduces the fine-tuned model",
+            "§3.3 ('placing it before or after the MLP captures only the MLP's contribution')",
+            "a construction: overwriting the block output reproduces SFT exactly",
+            Finding(
+                f"{where}. KL(SFT ‖ ·) per generated token, nats: block-output oracle {block:.2e}, "
+                f"MLP-output oracle {mlp:.3g}, attention-output oracle {attn:.3g}; the base "
+                f"model {base:.3g}",
+                SHOWN if sub_ok else NOT_SHOWN,
+                f"shown if the block-output oracle's KL is within the sanity tolerance ({tol:g}) "
+                "and both sub-layer oracles' exceed ten times it",
+                f"KL block {block:.1e}, MLP {mlp:.2g}, attention {attn:.2g}",
+            ),
+            keys,
+        ),
+        Claim(
+            "MLP outputs are 40–70% of what a block writes",
+            "§3.3 ('MLP outputs account for only 40–70% of total block output magnitude', the "
+            "figure the text calls Figure 3; SPEC calls it Fig. 2)",
+            "40–70% across layers",
+            Finding(
+                f"{where}. Per layer of the SFT model, ||m|| / (||a|| + ||m||): median "
+                f"{median(shares):.0%}, range {min(shares):.0%}–{max(shares):.0%} over "
+                f"{len(shares)} layers; ||m|| / ||block update||: median {median(updates):.0%}, "
+                f"range {min(updates):.0%}–{max(updates):.0%}",
+                SHOWN if 0.4 <= median(shares) <= 0.7 else NOT_SHOWN,
+                "shown if the median layer's share of writes lies in 40–70%",
+                f"median {median(shares):.0%} ({min(shares):.0%}–{max(shares):.0%})",
+            ),
+            keys,
+        ),
+        Claim(
+            "The oracle's steering vectors are close to low rank",
+            "the blog ('their covariance had a concentrated spectrum')",
+            "no number",
+            Finding(
+                f"{where}. Effective rank of δ per layer: median {median(ranks):.1f}, range "
+                f"{min(ranks):.1f}–{max(ranks):.1f}, of a hidden size of {hidden}",
+                SHOWN if median(ranks) <= hidden / 10 else NOT_SHOWN,
+                f"shown if the median effective rank is at most a tenth of the hidden size "
+                f"({hidden / 10:.0f})",
+                f"median effective rank {median(ranks):.1f} of {hidden}",
+            ),
+            keys,
+        ),
+    ]
+    if reft is None:
+        lin = Finding("no ReFT run beside the oracle", NOT_RUN, "")
+    else:
+        ratio = linear / max(_kl(reft["kl"]), 1e-12)
+        lin = Finding(
+            f"{where}. KL per generated token: the rank-{o['rank']} linearized oracle {linear:.3g} "
+            f"(full rank {_kl(kl['linear full']):.3g}), the trained seed-42 ReFT run "
+            f"{_kl(reft['kl']):.3g} (ratio {ratio:.2f}), the base model {base:.3g}",
+            SHOWN if ratio >= 2 / 3 else NOT_SHOWN,
+            "shown if the linearized oracle's KL is at least two thirds of ReFT's",
+            f"KL linear {linear:.3g} vs ReFT {_kl(reft['kl']):.3g}",
+        )
+    out.append(
+        Claim(
+            "The best linear map h → δ does about as well as ReFT, or worse",
+            "the blog ('the oracle goes from perfect matching to similar-to-or-worse-than ReFT')",
+            "the blog's KL plot, no number",
+            lin,
+            (*keys, "location/reft"),
+            "The linear maps are fitted on the same prompts they are scored on (in-sample).",
+        )
+    )
+    out.append(
+        Claim(
+            "Post-block steering can replicate post-MLP steering",
+            "Theorem 3.1 ('as long as the MLP does not perturb the geometry of the data')",
+            "a bound, no number",
+            Finding(
+                f"{where}. Optimal relative error of a linear post-block steer matching the best "
+                f"rank-{o['rank']} post-MLP one, per layer: median {median(errors):.2f}, range "
+                f"{min(errors):.2f}–{max(errors):.2f}",
+                SHOWN if median(errors) <= 0.5 else NOT_SHOWN,
+                "shown if the median layer's relative error is at most 0.5",
+                f"median relative error {median(errors):.2f}",
+            ),
+            keys,
+        )
+    )
+    return out

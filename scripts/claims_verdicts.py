@@ -1,0 +1,178 @@
+"""What the claims report measures and how it judges: seeds' accuracies (``Cell``), the verdict
+rules, and the ``Claim`` record (the claims themselves are in :mod:`claims_list`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SHOWN, NOT_SHOWN, OPPOSITE, NOT_RUN = "shown", "not shown at this scale", "opposite", "not run"
+
+# -- measurements ------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    """One recipe's seeds: test accuracies in %, and where they came from."""
+
+    key: str
+    scores: list[float] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    params: float | None = None  # trainable share of the base, %
+    runs: list[Path] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.scores)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.scores)
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.scores) if self.n > 1 else 0.0
+
+    def text(self) -> str:
+        if not self.n:
+            return f"{self.key}: not run"
+        return f"{self.mean:.1f} ± {self.std:.1f} (n={self.n})"
+
+
+def read_cell(runs: Path, key: str) -> Cell:
+    cell = Cell(key)
+    for results in sorted((runs / key).glob("seed-*/results.json")):
+        data = json.loads(results.read_text())
+        cell.scores.append(100 * data["eval"]["after"]["accuracy"])
+        cell.seeds.append(int(results.parent.name.removeprefix("seed-")))
+        cell.params = data.get("trainable_percent")
+        cell.runs.append(results.parent)
+    return cell
+
+
+def seed_values(runs: Path, key: str, read: Callable[[dict], float]) -> list[float]:
+    """One number per seed of ``key`` from its diagnostics.json (joint runs)."""
+    out = []
+    for path in sorted((runs / key).glob("seed-*/diagnostics.json")):
+        out.append(read(json.loads(path.read_text())))
+    return out
+
+
+def layer_mean(field_path: tuple[str, ...]) -> Callable[[dict], float]:
+    def read(diagnostics: dict) -> float:
+        values = []
+        for layer in diagnostics["layers"]:
+            value = layer
+            for part in field_path:
+                value = value[part]
+            values.append(float(value))
+        return statistics.fmean(values)
+
+    return read
+
+
+# -- verdicts ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    measured: str
+    verdict: str
+    rule: str
+    headline: str = ""  # the number for the summary table
+
+
+def se_of_difference(a: list[float], b: list[float]) -> float:
+    """The standard error of mean(a) - mean(b) over seeds (Welch's)."""
+    var = lambda xs: statistics.variance(xs) if len(xs) > 1 else 0.0  # noqa: E731
+    return math.sqrt(var(a) / len(a) + var(b) / len(b))
+
+
+GREATER_RULE = (
+    "shown if A's mean is above B's by more than twice the standard error of the difference "
+    "over seeds; opposite if below by as much; otherwise not shown at this scale"
+)
+AT_LEAST_RULE = (
+    "shown if A's mean is above B's, or below it by less than twice the standard error of the "
+    "difference over seeds (a match); opposite if below by more"
+)
+
+
+def greater(a: list[float], b: list[float]) -> str:
+    if not a or not b:
+        return NOT_RUN
+    d, se = statistics.fmean(a) - statistics.fmean(b), se_of_difference(a, b)
+    if d > 2 * se and d > 0:
+        return SHOWN
+    if d < -2 * se and d < 0:
+        return OPPOSITE
+    return NOT_SHOWN
+
+
+def at_least(a: list[float], b: list[float]) -> str:
+    if not a or not b:
+        return NOT_RUN
+    d, se = statistics.fmean(a) - statistics.fmean(b), se_of_difference(a, b)
+    return OPPOSITE if d < -2 * se and d < 0 else SHOWN
+
+
+def within(a: list[float], b: list[float], margin: float) -> str:
+    """A is at most ``margin`` points below B (on the means)."""
+    if not a or not b:
+        return NOT_RUN
+    return SHOWN if statistics.fmean(b) - statistics.fmean(a) <= margin else NOT_SHOWN
+
+
+def diff_text(a: Cell, b: Cell) -> str:
+    if not a.n or not b.n:
+        return "not run"
+    d, se = a.mean - b.mean, se_of_difference(a.scores, b.scores)
+    return f"{d:+.1f} ± {se:.1f} points (difference ± its standard error)"
+
+
+def mean_std(values: list[float], digits: int = 3) -> str:
+    if not values:
+        return "not run"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.{digits}f} ± {std:.{digits}f} (n={len(values)})"
+
+
+# -- the claims --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    title: str
+    source: str  # where the paper (or its blog) makes it
+    paper: str  # the paper's own figure
+    finding: Finding
+    keys: tuple[str, ...] = ()  # the recipes measured (their commands go beside the claim)
+    note: str = ""
+
+
+class Context:
+    """The claims runs, read once."""
+
+    def __init__(self, runs: Path) -> None:
+        self.runs = runs
+        self._cells: dict[str, Cell] = {}
+        path = runs / "oracle" / "oracle.json"
+        self.oracle: dict | None = json.loads(path.read_text()) if path.is_file() else None
+
+    def cell(self, key: str) -> Cell:
+        if key not in self._cells:
+            self._cells[key] = read_cell(self.runs, key)
+        return self._cells[key]
+
+
+def paper(table: str, row: str, task: str, model: str = "Llama-3.2-1B") -> float:
+    from steer_cli.published import PUBLISHED
+
+    for entry in PUBLISHED[table].rows:
+        if entry.model == model and entry.name == row:
+            return entry.scores[task]
+    raise KeyError(f"{table} has no row {row!r} for {model}")
