@@ -4,7 +4,7 @@
 # Maintenance: make lock (refresh constraints.txt), make figures (README's measured figures),
 # make test-compat (the engine's contract tests on the newest and the oldest supported stacks),
 # make bench (speed and memory ratios, bench/run.py), make claims (docs/claims.md: the paper's
-# claims with seeds, about 2 hours on 2 CPU cores; it resumes).
+# claims with seeds, about 95 minutes on 2 CPU cores; it resumes).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q
