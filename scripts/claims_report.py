@@ -46,8 +46,6 @@ def _compare(group: Path, plot: Path) -> str:
 
 
 def _recipe_rows(ctx: Context, keys: list[str]) -> list[str]:
-    import yaml
-
     rows = [
         "| recipe | method | trainable | LR | steps | test accuracy per seed (%) | mean ± std |",
         "|---|---|---:|---:|---:|---|---:|",
@@ -57,8 +55,7 @@ def _recipe_rows(ctx: Context, keys: list[str]) -> list[str]:
         if not cell.n:
             rows.append(f"| `{key}` | | | | | not run | |")
             continue
-        config = yaml.safe_load((cell.runs[0] / "config.yaml").read_text())
-        results = json.loads((cell.runs[0] / "results.json").read_text())
+        config = cell.config
         per_seed = ", ".join(f"{s}: {v:.1f}" for s, v in zip(cell.seeds, cell.scores, strict=True))
         lr = f"{config['train']['lr']:g}"
         stage1 = (config.get("adapter") or {}).get("lofit_lr_stage1")
@@ -66,36 +63,29 @@ def _recipe_rows(ctx: Context, keys: list[str]) -> list[str]:
             lr = f"{stage1:g}, then {lr}"
         rows.append(
             f"| `{key}` | {config['method']} | {cell.params:.4f}% | {lr} "
-            f"| {results['steps']} | {per_seed} | {cell.mean:.1f} ± {cell.std:.1f} |"
+            f"| {cell.results[0]['steps']} | {per_seed} | {cell.mean:.1f} ± {cell.std:.1f} |"
         )
     return rows
 
 
 def _setting(ctx: Context, keys: list[str]) -> list[str]:
-    import yaml
-
     first = next((ctx.cell(k) for k in keys if ctx.cell(k).n), None)
     if first is None:
         return ["No run has finished yet: run `make claims`."]
-    config = yaml.safe_load((first.runs[0] / "config.yaml").read_text())
+    config = first.config
     data = config["data"]
-    wall = sum(
-        json.loads((run / "results.json").read_text())["wall_seconds"]
-        for k in keys
-        for run in ctx.cell(k).runs
-    )
+    wall = sum(r["wall_seconds"] for k in keys for r in ctx.cell(k).results)
     runs = sum(ctx.cell(k).n for k in keys)
     before = ctx.cell("location/postblock")
     base = ""
     if before.n:
-        results = json.loads((before.runs[0] / "results.json").read_text())
-        untrained = (results["eval"].get("before") or {}).get("accuracy")
+        untrained = (before.results[0]["eval"].get("before") or {}).get("accuracy")
         if untrained is not None:
             base = f" The base model, untrained, scores {100 * untrained:.1f}%"
             base += f"; always answering the most common value, {_majority(before.runs[0]):.1f}%."
     listops = data.get("listops") or {}
     embedded = " (the embedded default)" if config["model"]["name"] == "smollm2-135m" else ""
-    steps = json.loads((first.runs[0] / "results.json").read_text())["steps"]
+    steps = first.results[0]["steps"]
     return [
         f"- **Model**: `{config['model']['name']}`{embedded}. **Task**: generated "
         f"ListOps, depth at most {listops.get('depth')}, arity at most {listops.get('arity')}; "

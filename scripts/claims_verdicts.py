@@ -17,13 +17,32 @@ SHOWN, NOT_SHOWN, OPPOSITE, NOT_RUN = "shown", "not shown at this scale", "oppos
 
 @dataclass
 class Cell:
-    """One recipe's seeds: test accuracies in %, and where they came from."""
+    """One recipe's finished seeds: each one's run directory and results.json, read once."""
 
     key: str
-    scores: list[float] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=list)
-    params: float | None = None  # trainable share of the base, %
     runs: list[Path] = field(default_factory=list)
+    results: list[dict] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> list[int]:
+        return [int(run.name.removeprefix("seed-")) for run in self.runs]
+
+    @property
+    def scores(self) -> list[float]:
+        """Test accuracies, in %."""
+        return [100 * r["eval"]["after"]["accuracy"] for r in self.results]
+
+    @property
+    def params(self) -> float | None:
+        """The trainable share of the base model, in %."""
+        return self.results[0].get("trainable_percent") if self.results else None
+
+    @property
+    def config(self) -> dict:
+        """The first seed's resolved recipe (the seeds differ in ``train.seed`` only)."""
+        import yaml
+
+        return yaml.safe_load((self.runs[0] / "config.yaml").read_text())
 
     @property
     def n(self) -> int:
@@ -46,11 +65,8 @@ class Cell:
 def read_cell(runs: Path, key: str) -> Cell:
     cell = Cell(key)
     for results in sorted((runs / key).glob("seed-*/results.json")):
-        data = json.loads(results.read_text())
-        cell.scores.append(100 * data["eval"]["after"]["accuracy"])
-        cell.seeds.append(int(results.parent.name.removeprefix("seed-")))
-        cell.params = data.get("trainable_percent")
         cell.runs.append(results.parent)
+        cell.results.append(json.loads(results.read_text()))
     return cell
 
 
