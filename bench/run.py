@@ -87,7 +87,7 @@ def floor_step(model, batch: dict) -> None:
     _loss(model, batch, from_embeddings=True).backward()
 
 
-def _saved_bytes(run, params: set[int]) -> int:
+def saved_bytes(run, params: set[int]) -> int:
     """Bytes of the tensors autograd saves while ``run()`` builds its graph (parameters out)."""
     total = 0
 
@@ -199,7 +199,7 @@ def measure(args) -> dict:
     out["floor_seconds"] = _median_seconds(
         lambda: floor_step(model, batch), args.warmup, args.steps, device
     )
-    out["floor_activation_bytes"] = _saved_bytes(lambda: floor_step(model, batch), params)
+    out["floor_activation_bytes"] = saved_bytes(lambda: floor_step(model, batch), params)
     out["methods"] = {}
     for method in args.methods:
         if method == "sft":  # trains every weight: a copy of the model
@@ -232,7 +232,7 @@ def measure(args) -> dict:
             "step_seconds": step_seconds,
             "tokens_per_second": args.batch * out["mean_row_tokens"] / step_seconds,
             "params": parts.num_parameters(),
-            "activation_bytes": _saved_bytes(forward_loss, params) if method != "sft" else None,
+            "activation_bytes": saved_bytes(forward_loss, params) if method != "sft" else None,
         }
         if device.type == "cuda":
             entry["peak_bytes"] = torch.cuda.max_memory_allocated()
@@ -243,7 +243,7 @@ def measure(args) -> dict:
                 gradient_checkpointing_kwargs={"use_reentrant": False}
             )
             parts.model.train()
-            entry["activation_bytes_checkpointed"] = _saved_bytes(forward_loss, params)
+            entry["activation_bytes_checkpointed"] = saved_bytes(forward_loss, params)
             parts.model.eval()
             parts.model.gradient_checkpointing_disable()
         out["methods"][method] = entry
