@@ -28,6 +28,7 @@ import argparse
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -179,6 +180,7 @@ def measure(args) -> dict:
     from steer_cli.loop import train_loop
     from steer_cli.parts import build_parts
     from steer_cli.recipe import build_recipe
+    from steer_cli.train import recomputing
 
     model, tokenizer = _load(args)
     model.requires_grad_(False)
@@ -224,7 +226,7 @@ def measure(args) -> dict:
         )  # fmt: skip
 
         def forward_loss(parts=parts):
-            with parts.batch_context(batch) if hasattr(parts, "batch_context") else _null():
+            with parts.batch_context(batch) if hasattr(parts, "batch_context") else nullcontext():
                 _loss(parts.model, batch, from_embeddings=False)
 
         step_seconds = statistics.median(seconds[args.warmup :])
@@ -238,26 +240,15 @@ def measure(args) -> dict:
             entry["peak_bytes"] = torch.cuda.max_memory_allocated()
         if method == "postblock":
             entry.update(_generation_and_scoring(parts, tokenizer, test, args, device))
-        if method == "postblock":  # the same step with train.gradient_checkpointing
-            parts.model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
-            parts.model.train()
-            entry["activation_bytes_checkpointed"] = saved_bytes(forward_loss, params)
-            parts.model.eval()
-            parts.model.gradient_checkpointing_disable()
+            # the same step with train.gradient_checkpointing, as steer train turns it on
+            with recomputing(parts.model, True):
+                parts.model.train()
+                entry["activation_bytes_checkpointed"] = saved_bytes(forward_loss, params)
+                parts.model.eval()
         out["methods"][method] = entry
         if method != "sft":
             parts.remove()
     return out
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _generation_and_scoring(parts, tokenizer, test, args, device) -> dict:

@@ -277,7 +277,7 @@ def _report(results: dict, diagnostics: dict | None, method: str, output: Path) 
 
 
 @contextmanager
-def _recomputing(model: nn.Module, enabled: bool):
+def recomputing(model: nn.Module, enabled: bool):
     """``train.gradient_checkpointing``: transformers' own (non-reentrant) checkpointing of each
     decoder layer while training, off again for evaluation. Adapter hooks run again in the
     recompute and give the same output (positions keep the forward's mask; JoLA's gate noise
@@ -407,7 +407,7 @@ def run(
             trainable = _announce(parts, prepared)
             checkpointer = checkpoints.checkpointer_for(recipe, staged, results)
             metrics = run_dir / rundir.METRICS
-            with _recomputing(parts.model, recipe.train.gradient_checkpointing):
+            with recomputing(parts.model, recipe.train.gradient_checkpointing):
                 summary = _train_logged(parts, prepared, metrics, tracker, checkpointer, resume)
             results["eval"]["after"], records = _evaluate_after(parts, prepared)
             _log_accuracy(tracker, "after", results["eval"]["after"], step=summary.steps)
