@@ -6,6 +6,34 @@ import statistics
 
 from claims_verdicts import NOT_RUN, NOT_SHOWN, SHOWN, Claim, Context, Finding
 
+# Each claim's title, where the paper (or the blog) makes it, and the paper's own figure.
+SANITY = (
+    "Only the post-block oracle reproduces the fine-tuned model",
+    "§3.3 ('placing it before or after the MLP captures only the MLP's contribution')",
+    "a construction: overwriting the block output reproduces SFT exactly",
+)
+MLP_SHARE = (
+    "MLP outputs are 40–70% of what a block writes",
+    "§3.3 ('MLP outputs account for only 40–70% of total block output magnitude', the "
+    "figure the text calls Figure 3; SPEC calls it Fig. 2)",
+    "40–70% across layers",
+)
+LOW_RANK = (
+    "The oracle's steering vectors are close to low rank",
+    "the blog ('their covariance had a concentrated spectrum')",
+    "no number",
+)
+LINEAR = (
+    "The best linear map h → δ does about as well as ReFT, or worse",
+    "the blog ('the oracle goes from perfect matching to similar-to-or-worse-than ReFT')",
+    "the blog's KL plot, no number",
+)
+THEOREM = (
+    "Post-block steering can replicate post-MLP steering",
+    "Theorem 3.1 ('as long as the MLP does not perturb the geometry of the data')",
+    "a bound, no number",
+)
+
 
 def _kl(entry: dict) -> float:
     return float(entry["mean_generated"])
@@ -16,14 +44,9 @@ def oracle_claims(ctx: Context) -> list[Claim]:
     keys = ("location/sft",)
     if o is None:
         missing = Finding("the oracle has not run", NOT_RUN, "")
-        titles = [
-            ("Only the post-block oracle reproduces the fine-tuned model", "§3.3"),
-            ("MLP outputs are 40–70% of what a block writes", "§3.3"),
-            ("The oracle's steering vectors are close to low rank", "the blog"),
-            ("The best linear map h → δ does about as well as ReFT, or worse", "the blog"),
-            ("Post-block steering can replicate post-MLP steering", "Theorem 3.1"),
+        return [
+            Claim(*claim, missing, keys) for claim in (SANITY, MLP_SHARE, LOW_RANK, LINEAR, THEOREM)
         ]
-        return [Claim(t, s, "", missing, keys) for t, s in titles]
     hidden, layers, kl = o["hidden_size"], o["layers"], o["kl"]
     tol = o["sanity"]["tolerance"]
     base = _kl(kl["base"])
@@ -35,16 +58,13 @@ def oracle_claims(ctx: Context) -> list[Claim]:
     updates = [layer["mlp_share"]["ft"]["of_update"] for layer in layers]
     ranks = [layer["spectrum"]["effective_rank"] for layer in layers]
     errors = [layer["expressivity"]["relative_error"] for layer in layers]
-    linear_key = f"linear rank {o['rank']}"
-    linear = _kl(kl[linear_key])
+    linear = _kl(kl[f"linear rank {o['rank']}"])
     reft = next((r for r in o["runs"] if r["method"] == "reft"), None)
     median = statistics.median
     where = f"`steer oracle` on the seed-42 SFT run, {o['samples']} prompts, {o['tokens']} tokens"
     out = [
         Claim(
-            "Only the post-block oracle reproduces the fine-tuned model",
-            "§3.3 ('placing it before or after the MLP captures only the MLP's contribution')",
-            "a construction: overwriting the block output reproduces SFT exactly",
+            *SANITY,
             Finding(
                 f"{where}. KL(SFT ‖ ·) per generated token, nats: block-output oracle {block:.2e}, "
                 f"MLP-output oracle {mlp:.3g}, attention-output oracle {attn:.3g}; the base "
@@ -57,10 +77,7 @@ def oracle_claims(ctx: Context) -> list[Claim]:
             keys,
         ),
         Claim(
-            "MLP outputs are 40–70% of what a block writes",
-            "§3.3 ('MLP outputs account for only 40–70% of total block output magnitude', the "
-            "figure the text calls Figure 3; SPEC calls it Fig. 2)",
-            "40–70% across layers",
+            *MLP_SHARE,
             Finding(
                 f"{where}. Per layer of the SFT model, ||m|| / (||a|| + ||m||): median "
                 f"{median(shares):.0%}, range {min(shares):.0%}–{max(shares):.0%} over "
@@ -73,9 +90,7 @@ def oracle_claims(ctx: Context) -> list[Claim]:
             keys,
         ),
         Claim(
-            "The oracle's steering vectors are close to low rank",
-            "the blog ('their covariance had a concentrated spectrum')",
-            "no number",
+            *LOW_RANK,
             Finding(
                 f"{where}. Effective rank of δ per layer: median {median(ranks):.1f}, range "
                 f"{min(ranks):.1f}–{max(ranks):.1f}, of a hidden size of {hidden}",
@@ -101,9 +116,7 @@ def oracle_claims(ctx: Context) -> list[Claim]:
         )
     out.append(
         Claim(
-            "The best linear map h → δ does about as well as ReFT, or worse",
-            "the blog ('the oracle goes from perfect matching to similar-to-or-worse-than ReFT')",
-            "the blog's KL plot, no number",
+            *LINEAR,
             lin,
             (*keys, "location/reft"),
             "The linear maps are fitted on the same prompts they are scored on (in-sample).",
@@ -111,9 +124,7 @@ def oracle_claims(ctx: Context) -> list[Claim]:
     )
     out.append(
         Claim(
-            "Post-block steering can replicate post-MLP steering",
-            "Theorem 3.1 ('as long as the MLP does not perturb the geometry of the data')",
-            "a bound, no number",
+            *THEOREM,
             Finding(
                 f"{where}. Optimal relative error of a linear post-block steer matching the best "
                 f"rank-{o['rank']} post-MLP one, per layer: median {median(errors):.2f}, range "

@@ -258,7 +258,6 @@ def _not_measured() -> list[str]:
 
 def write(runs: Path, docs: Path, overrides: list[str] = ()) -> Path:
     """Render ``docs/claims.md`` and its PNGs (``docs/claims/``) from ``runs``; atomically."""
-    sys.path.insert(0, str(ROOT))
     from steer_cli.atomic import write_text
 
     ctx = Context(runs)
