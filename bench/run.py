@@ -251,6 +251,9 @@ def measure(args) -> dict:
     return out
 
 
+REPEATS = 6  # alternating attached/disabled rounds for generation and scoring; the first warms
+
+
 def _generation_and_scoring(parts, tokenizer, test, args, device) -> dict:
     """Attached vs disabled, same prompts, same forced length; log-likelihood likewise."""
     from steer_cli.data.encode import prompt_token_ids
@@ -272,17 +275,17 @@ def _generation_and_scoring(parts, tokenizer, test, args, device) -> dict:
     def scoring():
         score(parts.model, tokenizer, contexts, answers, batch_size=len(contexts))
 
-    on_gen = _median_seconds(gen, 1, 3, device)
-    on_score = _median_seconds(scoring, 1, 3, device)
-    with parts.disabled():
-        off_gen = _median_seconds(gen, 1, 3, device)
-        off_score = _median_seconds(scoring, 1, 3, device)
-    return {
-        "generation_seconds": on_gen,
-        "generation_seconds_disabled": off_gen,
-        "scoring_seconds": on_score,
-        "scoring_seconds_disabled": off_score,
-    }
+    # On and off alternate, so a drift of the machine's speed during the sitting (which a block
+    # of "on" runs then a block of "off" runs would read as overhead) falls on both alike.
+    times: dict[str, list[float]] = {}
+    for _ in range(REPEATS):
+        for name, fn in (("generation", gen), ("scoring", scoring)):
+            times.setdefault(f"{name}_seconds", []).append(_median_seconds(fn, 0, 1, device))
+            with parts.disabled():
+                times.setdefault(f"{name}_seconds_disabled", []).append(
+                    _median_seconds(fn, 0, 1, device)
+                )
+    return {key: statistics.median(values[1:]) for key, values in times.items()}  # 1st: warm-up
 
 
 def ratios(m: dict) -> dict:

@@ -62,3 +62,28 @@ def test_bf16_reads_in_place_and_trains_the_same(shape):
     # The fp32 copy of each steered layer's [batch, tokens, d] output is no longer kept.
     tokens = 4 * 6 * 12  # rows x repeats x ~tokens per "[MAX 1 2 3 [MIN 4 5 ] ]"
     assert saved_old - saved_new >= 3 * tokens * 64 * 2  # at least a bf16-sized copy per layer
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [AdapterShape("lowrank", rank=4), AdapterShape("loreft", rank=2)],
+    ids=["lowrank", "loreft"],
+)
+def test_bf16_inference_reads_in_fp32_and_training_in_bf16(shape):
+    """Without grad nothing is saved for backward, so the edit reads h exactly (fp32, the same
+    as an fp32 model's edit of the same values); with grad it reads h in bf16 (the low-memory
+    path), which differs from the exact read by bf16 rounding of the weights."""
+    from steer_cli.engine.adapters import build_adapter
+
+    torch.manual_seed(0)
+    adapter = build_adapter(shape, 64)
+    with torch.no_grad():
+        for p in adapter.parameters():
+            p.add_(torch.randn(p.shape) * 0.05)
+    h = torch.randn(3, 5, 64).bfloat16()
+    exact = adapter(h.float()).detach()
+    with torch.no_grad():
+        assert torch.equal(adapter(h), exact)
+    trained = adapter(h).detach()
+    assert not torch.equal(trained, exact)
+    assert float((trained - exact).norm() / exact.norm()) < 0.03

@@ -130,6 +130,7 @@ class LowRankAdapter(nn.Module):
         self.up = nn.Linear(rank, d, bias=bias)
         act = ACTIVATIONS[activation]
         self.act = act() if act is not None else nn.Identity()
+        self._plain = act is None  # skip the Identity call: generation runs this per token
         with torch.no_grad():
             nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
             self.down.weight.mul_(1e-3)
@@ -138,16 +139,29 @@ class LowRankAdapter(nn.Module):
                 nn.init.zeros_(self.up.bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.up(self.act(_read(h, self.down.weight)))
+        # Functional calls on the submodules' weights: the same arithmetic as calling them,
+        # without two module dispatches per layer and generated token.
+        low = _read(h, self.down.weight)
+        if not self._plain:
+            low = self.act(low)
+        return nn.functional.linear(low, self.up.weight, self.up.bias)
+
+
+def _keeps_low_precision(h: torch.Tensor) -> bool:
+    """Whether to read ``h`` in its own (bf16/fp16) dtype: only where autograd would save the
+    read for backward, i.e. training a low-precision model. Without grad (generation, scoring)
+    nothing is saved, so ``h`` is read in fp32: exact, and cheaper on CPUs, where a small bf16
+    GEMM (one decoded token per row) costs about twice an fp32 one."""
+    return h.dtype != torch.float32 and torch.is_grad_enabled()
 
 
 def _read(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``h @ weight.T (+ bias)`` in fp32: a bf16/fp16 ``h`` is read in its own dtype (fp32
-    weights cast to it), so backward keeps the model's own low-precision activation instead of
-    an fp32 copy of the residual stream; the small ``[..., r]`` result is fp32 from there on.
-    An fp32 ``h`` takes the plain fp32 path."""
-    if h.dtype == torch.float32:
-        return nn.functional.linear(h, weight, bias)
+    """``h @ weight.T (+ bias)`` in fp32. Training a bf16/fp16 model, ``h`` is read in its own
+    dtype (fp32 weights cast to it), so backward keeps the model's own low-precision activation
+    instead of an fp32 copy of the residual stream; the small ``[..., r]`` result is fp32 from
+    there on. Otherwise the plain fp32 path."""
+    if not _keeps_low_precision(h):
+        return nn.functional.linear(h.float(), weight, bias)
     low = nn.functional.linear(h, weight.to(h.dtype), None if bias is None else bias.to(h.dtype))
     return low.float()
 
@@ -190,7 +204,8 @@ class LoReFTAdapter(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         weight = self.rotate_layer.weight  # evaluate the parametrization once per call
-        if h.dtype == torch.float32:
+        if not _keeps_low_precision(h):
+            h = h.float()
             rotated = torch.matmul(h, weight)
             return torch.matmul(self.learned_source(h) - rotated, weight.T)
         # Low precision: read h in its dtype (R and W cast), compute the rank-r rest in fp32.
