@@ -2,7 +2,8 @@
 
 Adapters keep their parameters in float32 whatever the model's dtype: they are tiny, and fp32
 keeps small updates from vanishing in bf16 (and LoReFT's orthogonal parametrization needs fp32:
-bf16 QR fails). The caller casts ``h`` in and ``delta`` back out.
+bf16 QR fails). They take ``h`` in the model's dtype (see ``_keeps_low_precision``); the
+caller casts ``delta`` back to it.
 
 Residual-shaped adapters (vector, lowrank, loreft) take ``h`` of shape ``[..., width]``. Head-wise
 adapters (lofit, jola; ``per_head = True``) take ``z`` of shape ``[..., heads, head_dim]`` and
@@ -130,7 +131,6 @@ class LowRankAdapter(nn.Module):
         self.up = nn.Linear(rank, d, bias=bias)
         act = ACTIVATIONS[activation]
         self.act = act() if act is not None else nn.Identity()
-        self._plain = act is None  # skip the Identity call: generation runs this per token
         with torch.no_grad():
             nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
             self.down.weight.mul_(1e-3)
@@ -142,7 +142,7 @@ class LowRankAdapter(nn.Module):
         # Functional calls on the submodules' weights: the same arithmetic as calling them,
         # without two module dispatches per layer and generated token.
         low = _read(h, self.down.weight)
-        if not self._plain:
+        if not isinstance(self.act, nn.Identity):  # no Identity call per generated token
             low = self.act(low)
         return nn.functional.linear(low, self.up.weight, self.up.bias)
 
