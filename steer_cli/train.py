@@ -285,17 +285,22 @@ def recomputing(model: nn.Module, enabled: bool):
     if not enabled:
         yield
         return
-    enable = getattr(model, "gradient_checkpointing_enable", None)
-    if not callable(enable):
+    # transformers 5.x names it activation checkpointing (the gradient_ names warn, and go in
+    # v6); older releases have the gradient_ names alone.
+    for name in ("activation_checkpointing", "gradient_checkpointing"):
+        enable = getattr(model, f"{name}_enable", None)
+        if callable(enable):
+            break
+    else:
         raise SteerError(
             f"train.gradient_checkpointing: {type(model).__name__} does not support it",
             "set train.gradient_checkpointing=false",
         )
-    enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable(**{f"{name}_kwargs": {"use_reentrant": False}})
     try:
         yield
     finally:
-        model.gradient_checkpointing_disable()
+        getattr(model, f"{name}_disable")()
 
 
 @contextmanager

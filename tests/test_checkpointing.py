@@ -14,6 +14,7 @@ from steer_cli.engine.adapters import AdapterShape
 from steer_cli.engine.attach import InterventionSpec, attach
 from steer_cli.loop import seeded
 from steer_cli.models import load_model
+from steer_cli.train import recomputing
 
 CASES = [
     ("block_output", AdapterShape("lowrank", rank=4)),
@@ -24,6 +25,14 @@ CASES = [
 ]
 
 
+def _checkpointing(model) -> bool:
+    """transformers 5.x: is_activation_checkpointing (the gradient_ name warns); 4.x: the other."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if hasattr(type(model), name):
+            return getattr(model, name)
+    raise AssertionError("transformers has neither checkpointing property")
+
+
 def _grads(family, site, shape, positions, checkpointing: bool):
     model, tokenizer = load_model(family, dtype="float32", device="cpu")
     model.requires_grad_(False)
@@ -32,19 +41,19 @@ def _grads(family, site, shape, positions, checkpointing: bool):
     with torch.no_grad():
         for p in handle.parameters():
             p.add_(torch.randn(p.shape, generator=generator) * 0.05)
-    if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     handle.train()
     ids = tokenizer(["[MAX 1 2 [MIN 3 4 ] ]", "[SM 5 6 ]"], return_tensors="pt", padding=True)
     lengths = torch.tensor([6, 4])
     with (
+        recomputing(model, checkpointing),  # as steer train turns it on
         seeded(0, torch.device("cpu")),
         handle.prompt_span(torch.zeros(2, dtype=torch.long), lengths),
     ):
         out = model(**ids, labels=ids["input_ids"], use_cache=False)
         out.loss.backward()
-    assert model.is_gradient_checkpointing == checkpointing
+        assert _checkpointing(model) == checkpointing
+    assert not _checkpointing(model)  # off again for evaluation
     grads = {n: p.grad.clone() for n, p in handle.named_parameters() if p.grad is not None}
     handle.detach()
     return float(out.loss), grads
