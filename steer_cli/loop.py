@@ -341,6 +341,28 @@ def planned_steps(n_examples: int, trainable: Parts | None, cfg: TrainSection) -
     return sum(plan_steps(n_examples, c) for c in stage_configs(trainable, cfg))
 
 
+def check_not_sharded(accelerator) -> None:
+    """Refuse a sharding launch (``accelerate launch --use_fsdp``, DeepSpeed, Megatron-LM).
+
+    Data parallelism keeps a whole copy of every parameter in each process, which is what the
+    loop and the parts read when they save the adapter, project Joint-Orth's, or checkpoint.
+    Under sharding they would read and save each process's shard without a word. (On CPU,
+    accelerate runs ``--use_fsdp`` as plain data parallelism, so this never fires there.)
+    """
+    from accelerate.utils import DistributedType
+
+    sharded = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
+    if accelerator.distributed_type in sharded:
+        from steer_cli.errors import SteerError
+
+        raise SteerError(
+            f"steer train does not shard parameters ({accelerator.distributed_type.value} "
+            "launch): it would save each process's shard of the trained parts.",
+            "Launch plain data parallelism (torchrun, or accelerate launch without --use_fsdp "
+            "or DeepSpeed): adapters train no base weight, so each GPU holds one bf16 copy.",
+        )
+
+
 def train_loop(
     model: nn.Module,
     trainable: Parts | None,
@@ -378,6 +400,7 @@ def train_loop(
         cpu=device.type == "cpu",
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)],
     )
+    check_not_sharded(accelerator)
     params = _trained_params(model, trainable)
     configs = stage_configs(trainable, cfg)
     totals = [plan_steps(len(rows), c) for c in configs]

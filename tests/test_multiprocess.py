@@ -53,3 +53,39 @@ def test_two_processes_train_what_one_trains(tmp_path, method):
     assert (results["processes"], results["device"], results["dtype"]) == (2, "cpu", "float32")
     assert json.loads((tmp_path / "one" / "results.json").read_text())["processes"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "r.yaml", "two"]
+
+
+@pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED", "MEGATRON_LM"])
+def test_sharding_launches_are_refused_before_a_shard_is_saved(kind):
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from steer_cli.errors import SteerError
+    from steer_cli.loop import check_not_sharded
+
+    with pytest.raises(SteerError, match=f"does not shard parameters \\({kind} launch\\)"):
+        check_not_sharded(SimpleNamespace(distributed_type=DistributedType[kind]))
+    for plain in ("NO", "MULTI_CPU", "MULTI_GPU"):  # data parallelism: whole copies, allowed
+        check_not_sharded(SimpleNamespace(distributed_type=DistributedType[plain]))
+
+
+def test_fsdp_does_not_run_on_cpu_so_the_refusal_is_not_tested_there(tmp_path):
+    """Why the refusal above is tested on a stand-in: accelerate itself will not launch FSDP on
+    a CPU (``--cpu`` with ``--use_fsdp`` is refused, and without ``--cpu`` it wants a GPU). If a
+    release starts to, this fails and the refusal gets tested through the launcher."""
+    import shutil
+
+    if shutil.which("nvidia-smi"):
+        pytest.skip("a GPU machine: FSDP may launch here")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({**RAW, "method": "postblock"}))
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2"]
+    steer = ["-m", "steer_cli", "train", str(recipe), "-o", str(tmp_path / "o")]
+    done = subprocess.run(
+        [*launcher, "--use_fsdp", *steer],
+        env=ENV, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "no available devices" in done.stdout + done.stderr
+    assert not (tmp_path / "o").exists()
