@@ -345,9 +345,9 @@ def check_not_sharded(accelerator) -> None:
     """Refuse a sharding launch (``accelerate launch --use_fsdp``, DeepSpeed, Megatron-LM).
 
     Data parallelism keeps a whole copy of every parameter in each process, which is what the
-    loop and the parts read when they save the adapter, project Joint-Orth's, or checkpoint.
-    Under sharding they would read and save each process's shard without a word. (On CPU,
-    accelerate runs ``--use_fsdp`` as plain data parallelism, so this never fires there.)
+    loop and the parts read when they save the adapter, project Joint-Orth's, or checkpoint;
+    sharding splits them across processes, untested here, so it is refused, not guessed.
+    (accelerate does not launch FSDP on a CPU at all; tests/test_multiprocess.py checks both.)
     """
     from accelerate.utils import DistributedType
 
@@ -357,7 +357,7 @@ def check_not_sharded(accelerator) -> None:
 
         raise SteerError(
             f"steer train does not shard parameters ({accelerator.distributed_type.value} "
-            "launch): it would save each process's shard of the trained parts.",
+            "launch): it saves, projects and checkpoints whole parameters, which sharding splits.",
             "Launch plain data parallelism (torchrun, or accelerate launch without --use_fsdp "
             "or DeepSpeed): adapters train no base weight, so each GPU holds one bf16 copy.",
         )
