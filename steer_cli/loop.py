@@ -100,6 +100,27 @@ def _takes_logits_to_keep(model_class: type) -> bool:
     return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
+def supervised_loss(
+    forward: Callable, model: nn.Module, inputs: dict, labels: torch.Tensor, prompt_lengths
+) -> torch.Tensor:
+    """The summed next-token cross-entropy over the supervised tokens of a right-padded batch.
+
+    Only positions that predict a supervised token need the vocabulary head: logits start at the
+    shortest prompt's last token (a large saving for short answers). ``forward`` is the call
+    (the model, or its DDP wrapper); ``model`` is asked whether it takes ``logits_to_keep``.
+    """
+    first = max(0, int(prompt_lengths.min()) - 1)
+    width = labels.shape[1]
+    logits = forward(**inputs, **_keep_logits(model, width - first)).logits
+    first = width - logits.shape[1]  # the model may have ignored logits_to_keep
+    return nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(),
+        labels[:, first + 1 :].flatten(),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+
+
 def plan_steps(n_examples: int, cfg: TrainSection) -> int:
     if cfg.max_steps:
         return cfg.max_steps
@@ -145,7 +166,7 @@ class _Loop:
         """One optimizer step over ``batch`` (this process's share, in micro-batches).
 
         Returns the effective batch's mean loss per supervised token, its supervised token
-        count, this process's non-pad and padded token counts, and the gradient norm (before
+        count, its non-pad and padded token counts (every process's), and the gradient norm (before
         clipping). A NaN/inf loss or gradient raises :class:`NonFinite` (``on_nonfinite:
         stop``) or skips the update (``skip``).
         """
@@ -171,17 +192,8 @@ class _Loop:
                 nullcontext() if sync else self.accelerator.no_sync(self.wrapped),
                 self.batch_context(collated),
             ):
-                # Only positions that predict a supervised token need the vocabulary head:
-                # skip the prompt before the shortest prompt (a large saving for short answers).
-                first = max(0, int(collated["prompt_lengths"].min()) - 1)
-                width = inputs["input_ids"].shape[1]
-                logits = self.wrapped(**inputs, **_keep_logits(self.model, width - first)).logits
-                first = width - logits.shape[1]  # the model may have ignored logits_to_keep
-                token_losses = nn.functional.cross_entropy(
-                    logits[:, :-1].flatten(0, 1).float(),
-                    labels[:, first + 1 :].flatten(),
-                    ignore_index=IGNORE_INDEX,
-                    reduction="sum",
+                token_losses = supervised_loss(
+                    self.wrapped, self.model, inputs, labels, collated["prompt_lengths"]
                 )
                 # DDP averages gradients over processes: scale so the result is the global mean.
                 loss = token_losses * world / supervised
@@ -197,7 +209,13 @@ class _Loop:
             norm = None if clipped is None else float(clipped)
         if norm is None:
             norm = _grad_norm(self.params)
-        loss = loss_sum / supervised * world
+        if world > 1:  # the whole batch's loss and tokens, not this process's share of them
+            shares = torch.tensor([loss_sum, tokens, padded], dtype=torch.float64)
+            loss_sum, tokens, padded = self.accelerator.reduce(
+                shares.to(self.accelerator.device), reduction="sum"
+            ).tolist()
+            tokens, padded = int(tokens), int(padded)
+        loss = loss_sum / supervised
         if not (math.isfinite(loss) and math.isfinite(norm)):
             self.optimizer.zero_grad(set_to_none=True)
             if self.cfg.on_nonfinite == "stop":

@@ -35,6 +35,10 @@ def _tensors(out) -> dict[str, torch.Tensor]:
     return found
 
 
+def _steps(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
 @pytest.mark.parametrize("method", ["postblock", "lora", "joint-orth", "lofit", "jola"])
 def test_two_processes_train_what_one_trains(tmp_path, method):
     recipe = tmp_path / "r.yaml"
@@ -44,11 +48,22 @@ def test_two_processes_train_what_one_trains(tmp_path, method):
     assert two.returncode == 0, two.stderr[-2000:]  # LoFiT/JoLA: unused parameters under DDP
     a, b = _tensors(tmp_path / "one"), _tensors(tmp_path / "two")
     assert a.keys() == b.keys() and a
+    steps_one, steps_two = _steps(tmp_path / "one"), _steps(tmp_path / "two")
+    # Every row is processed once, whichever process takes it: the same tokens each step.
+    assert [s["tokens"] for s in steps_two] == [s["tokens"] for s in steps_one]
     if method == "jola":  # each process draws its own gates (torch's RNG, seed + rank)
         assert all(torch.isfinite(t).all() for t in b.values())
-    else:
-        worst = max(float((a[k] - b[k]).abs().max()) for k in a)
-        assert worst < 1e-6, worst
+        return
+    # The whole batch's loss and gradient, not a process's share (a scaling or splitting bug
+    # shows here first: AdamW's update hardly depends on the gradient's scale).
+    for one, two in zip(steps_one, steps_two, strict=True):
+        assert two["loss"] == pytest.approx(one["loss"], rel=1e-6)
+        assert two["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-5)
+    # The split pads each process's rows to their own longest, so sums round differently (1e-7
+    # relative), and AdamW's m / (sqrt(v) + eps) magnifies that where a gradient entry is near
+    # zero: the adapters agree to 1e-6 plus 0.1% of an entry (seen: 1.7e-6 on 3.5e-3).
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-6, msg=k)
     results = json.loads((tmp_path / "two" / "results.json").read_text())
     assert (results["processes"], results["device"], results["dtype"]) == (2, "cpu", "float32")
     assert json.loads((tmp_path / "one" / "results.json").read_text())["processes"] == 1
