@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 FIRST = LAST = 7  # f7+l7, steer's reft-original
 
@@ -41,8 +41,8 @@ def main() -> None:
     from importlib.metadata import version
 
     import pyreft
-    from run import _rows  # bench/run.py: the same rows, from the same seeded generator
 
+    from bench.workload import quickstart_rows  # the rows bench/run.py times steer on
     from steer_cli.data.encode import collate_right_padded
     from steer_cli.models import load_model
 
@@ -69,7 +69,7 @@ def main() -> None:
     reft.train()
     params = [p for p in reft.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
-    rows, _ = _rows(tokenizer, args.batch * (args.warmup + args.steps), chat=True)
+    rows, _ = quickstart_rows(tokenizer, args.batch * (args.warmup + args.steps), chat=True)
 
     times = []
     for i in range(args.warmup + args.steps):

@@ -1,7 +1,7 @@
 """bf16 models: adapters read the residual stream in its own dtype (no fp32 copy kept for
 backward) and train as the fp32-cast computation does, within bf16 tolerance."""
 
-import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,11 +12,9 @@ from steer_cli.engine.attach import InterventionSpec, attach
 from steer_cli.models import load_model
 
 # The bench's own counter of saved-for-backward bytes, so that the memory it reports is the one
-# tested here.
-_BENCH = Path(__file__).resolve().parents[1] / "bench" / "run.py"
-_spec = importlib.util.spec_from_file_location("steer_bench_run", _BENCH)
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+# tested here (bench/ is the repository's, not an installed package).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.measure import saved_bytes  # noqa: E402
 
 
 def _step(shape, site, *, fp32_copy: bool):
@@ -39,7 +37,7 @@ def _step(shape, site, *, fp32_copy: bool):
     ids = tokenizer(["[MAX 1 2 3 [MIN 4 5 ] ]" * 6] * 4, return_tensors="pt")["input_ids"]
     params = {p.data_ptr() for p in [*model.parameters(), *handle.parameters()]}
     losses = []
-    saved = bench.saved_bytes(lambda: losses.append(model(input_ids=ids, labels=ids).loss), params)
+    saved = saved_bytes(lambda: losses.append(model(input_ids=ids, labels=ids).loss), params)
     loss = losses[0]
     loss.backward()
     grads = [p.grad.float() for p in handle.parameters() if p.grad is not None]

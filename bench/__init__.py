@@ -1,0 +1,1 @@
+"""steer's benchmark suite (``make bench``: ``bench/run.py``)."""
