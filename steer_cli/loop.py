@@ -166,9 +166,9 @@ class _Loop:
         """One optimizer step over ``batch`` (this process's share, in micro-batches).
 
         Returns the effective batch's mean loss per supervised token, its supervised token
-        count, its non-pad and padded token counts (every process's), and the gradient norm (before
-        clipping). A NaN/inf loss or gradient raises :class:`NonFinite` (``on_nonfinite:
-        stop``) or skips the update (``skip``).
+        count, its non-pad and padded token counts (every process's), and the gradient norm
+        (before clipping). A NaN/inf loss or gradient raises :class:`NonFinite`
+        (``on_nonfinite: stop``) or skips the update (``skip``).
         """
         world, rank = self.world, self.accelerator.process_index
         # Next-token targets are labels[1:]; count them over the whole effective batch.
