@@ -1,6 +1,6 @@
 """pyreft's LoReFT training step, timed on the rows ``bench/run.py`` times steer's on.
 
-Runs in its own process with pyreft and pyvene on ``PYTHONPATH`` (``bench/run.py`` installs them
+Runs in its own process with pyreft and pyvene on ``PYTHONPATH`` (``bench/peers.py`` installs them
 with ``--no-deps`` into a throw-away folder: pyreft 0.1.0 pins transformers 4.45.1 and a notebook
 stack, none of which its training step needs). Prints one JSON object.
 
