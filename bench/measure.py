@@ -33,19 +33,39 @@ def floor_step(model, batch: dict) -> None:
     loss(model, batch, from_embeddings=True).backward()
 
 
-def saved_bytes(run, params: set[int]) -> int:
-    """Bytes of the tensors autograd saves while ``run()`` builds its graph (parameters out)."""
-    total = 0
+def saved(run, params: set[int]) -> dict[str, int]:
+    """What autograd saves for backward while ``run()`` builds its graph, parameters out.
+
+    ``bytes``: each storage once, whole (a saved view keeps its whole storage alive), which is
+    the memory the graph holds. ``reference_bytes``: each saved tensor's own bytes, counted
+    again every time another op saves it (what a per-op tally adds up to; not memory).
+    ``params``: the storage addresses of the weights, which stay resident anyway.
+    """
+    storages: dict[int, torch.UntypedStorage] = {}  # held: no address is reused meanwhile
+    references = 0
 
     def pack(tensor):
-        nonlocal total
-        if tensor.data_ptr() not in params:
-            total += tensor.numel() * tensor.element_size()
+        nonlocal references
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            references += tensor.numel() * tensor.element_size()
+            storages[storage.data_ptr()] = storage
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         run()
-    return total
+    return {"bytes": sum(s.nbytes() for s in storages.values()), "reference_bytes": references}
+
+
+def saved_bytes(run, params: set[int]) -> int:
+    """Bytes autograd holds for backward while ``run()`` builds its graph, each storage once."""
+    return saved(run, params)["bytes"]
+
+
+def parameter_storages(model) -> set[int]:
+    """The storage addresses of ``model``'s parameters and buffers, for :func:`saved`."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return {t.untyped_storage().data_ptr() for t in tensors}
 
 
 def median_seconds(fn, warmup: int, steps: int, device) -> float:
@@ -79,7 +99,7 @@ def measure(args) -> dict:
         k: v.to(device) if torch.is_tensor(v) else v
         for k, v in collate_right_padded(rows[: args.batch], tokenizer.pad_token_id).items()
     }
-    params = {p.data_ptr() for p in model.parameters()}
+    params = parameter_storages(model)
     out: dict = {"model": args.model, "dtype": str(next(model.parameters()).dtype)[6:]}
     out["device"] = str(device)
     embed = model.get_input_embeddings().weight.numel()

@@ -14,7 +14,7 @@ from steer_cli.models import load_model
 # The bench's own counter of saved-for-backward bytes, so that the memory it reports is the one
 # tested here (bench/ is the repository's, not an installed package).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.measure import saved_bytes  # noqa: E402
+from bench.measure import parameter_storages, saved_bytes  # noqa: E402
 
 
 def _step(shape, site, *, fp32_copy: bool):
@@ -35,7 +35,9 @@ def _step(shape, site, *, fp32_copy: bool):
 
         handle._edit = edit
     ids = tokenizer(["[MAX 1 2 3 [MIN 4 5 ] ]" * 6] * 4, return_tensors="pt")["input_ids"]
-    params = {p.data_ptr() for p in [*model.parameters(), *handle.parameters()]}
+    params = parameter_storages(model) | {
+        p.untyped_storage().data_ptr() for p in handle.parameters()
+    }
     losses = []
     saved = saved_bytes(lambda: losses.append(model(input_ids=ids, labels=ids).loss), params)
     loss = losses[0]
