@@ -43,9 +43,12 @@ figures: install
 test-compat:
 	bash scripts/compat.sh
 
-# Speed and memory as ratios (bench/run.py): bench/results.json and a table with the targets.
+# Speed and memory as ratios (bench/run.py): bench/results.json, a table with the targets, and
+# the README's performance block from the committed results (bench/report.py). On a GPU:
+# bash bench/device.sh OUT (CUDA tests, then the GPU benchmark), then copy OUT/results-gpu*.json.
 bench: install
 	$(PY) bench/run.py
+	$(PY) bench/report.py --write
 
 # The paper's claims, measured with seeds (scripts/claims.py): trains recipes/claims/ into
 # runs/claims/ (resuming), runs the oracle, and writes docs/claims.md with its plots.

@@ -15,7 +15,8 @@ PYREFT = ("pyreft==0.1.0", "pyvene==0.1.8")
 
 def pyreft(args, m: dict) -> dict | str:
     """pyreft's LoReFT step at steer's reft-original (rank 8, every layer's block output, f7+l7)
-    on the same rows, in a subprocess whose ``PYTHONPATH`` adds pyreft and pyvene installed
+    on the same batches (rows, order, padding), as its trainer runs it and with steer's loss,
+    in a subprocess whose ``PYTHONPATH`` adds pyreft and pyvene installed
     ``--no-deps`` into a throw-away folder of steer's cache: pyreft 0.1.0 pins transformers
     4.45.1 and a notebook stack that pip does not resolve beside torch 2.13, and its training
     step needs none of them. Returns the measurement, or why there is none."""
@@ -37,7 +38,7 @@ def pyreft(args, m: dict) -> dict | str:
     command = [
         sys.executable, str(ROOT / "bench" / "pyreft_step.py"), "--model", args.model,
         "--dtype", args.dtype, "--batch", str(args.batch), "--warmup", str(args.warmup),
-        "--steps", str(args.steps),
+        "--steps", str(args.steps), "--seed", str(m["seed"]),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
     run = subprocess.run(command, capture_output=True, text=True, env=env)

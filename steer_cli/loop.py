@@ -176,7 +176,7 @@ class _Loop:
         local = batch[rank::world]
         micro = self.cfg.micro_batch_size or self.cfg.batch_size
         chunks = [local[i : i + micro] for i in range(0, len(local), micro)]
-        loss_sum = 0.0
+        losses = []  # on the device: read once per step, with the gradient norm
         tokens = padded = 0
         for k, chunk in enumerate(chunks):
             collated = collate_right_padded(chunk, self.pad_id)
@@ -185,8 +185,8 @@ class _Loop:
                 for key in ("input_ids", "attention_mask")
             }
             labels = collated["labels"].to(self.accelerator.device)
-            tokens += int(inputs["attention_mask"].sum())
-            padded += inputs["attention_mask"].numel()
+            tokens += int(collated["attention_mask"].sum())  # the host's copy: no device sync
+            padded += collated["attention_mask"].numel()
             sync = k == len(chunks) - 1
             with (
                 nullcontext() if sync else self.accelerator.no_sync(self.wrapped),
@@ -202,13 +202,16 @@ class _Loop:
                     if penalty is not None:
                         loss = loss + penalty
                 self.accelerator.backward(loss)
-            loss_sum += float(token_losses.detach())
-        norm = None
+            losses.append(token_losses.detach().float())
         if self.cfg.max_grad_norm:  # clipping measures the norm (before clipping) already
-            clipped = self.accelerator.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
-            norm = None if clipped is None else float(clipped)
+            norm = self.accelerator.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        else:
+            norm = None
         if norm is None:
             norm = _grad_norm(self.params)
+        # One read of both (a device sync on a GPU), before the update that depends on them.
+        *parts, norm = torch.stack([*losses, norm.detach().float()]).tolist()
+        loss_sum = sum(parts)  # in order, as the per-micro-batch reads summed before
         if world > 1:  # the whole batch's loss and tokens, not this process's share of them
             shares = torch.tensor([loss_sum, tokens, padded], dtype=torch.float64)
             loss_sum, tokens, padded = self.accelerator.reduce(
@@ -304,13 +307,13 @@ class NonFinite(ArithmeticError):
         self.step, self.loss, self.grad_norm = step, loss, grad_norm
 
 
-def _grad_norm(params: list[nn.Parameter]) -> float:
-    """The gradients' total L2 norm (read only: nothing is clipped or rescaled)."""
-    grads = [p.grad for p in params if p.grad is not None]
+def _grad_norm(params: list[nn.Parameter]) -> torch.Tensor:
+    """The gradients' total L2 norm, on their device (read only: nothing is clipped)."""
+    grads = [p.grad.detach() for p in params if p.grad is not None]
     if not grads:
-        return 0.0
-    norms = torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads])
-    return float(torch.linalg.vector_norm(norms))
+        return torch.zeros((), device=params[0].device)
+    norms = torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
+    return torch.linalg.vector_norm(norms)
 
 
 def _trained_params(model: nn.Module, trainable: Parts | None) -> list[nn.Parameter]:
