@@ -4,7 +4,8 @@
 # Llama-3.2-1B shape with random weights, bf16, 8 x 512 tokens (floor, post-block, LoRA, SFT;
 # generation on/off at batch 1 and 16), and a Llama-3.1-8B shape (post-block, LoRA). Everything
 # lands in one folder: device.log, cuda-tests.xml, results-gpu.json, results-gpu-8b.json, and
-# profile.json (bench/profile_step.py: where a 1B step's and a decoded token's time goes).
+# profile.json (bench/profile_step.py: where a 1B step's and a decoded token's time goes), and
+# results-gpu-compiled.json (decoding under torch.compile and CUDA graphs, adapter on vs off).
 #
 #   bash bench/device.sh OUT              # on a GPU machine; about 5 minutes on an H200
 #   bash bench/device.sh --rehearse OUT   # the same path on this CPU at tiny sizes (tests do it)
@@ -58,7 +59,7 @@ else
     DEVICE=cuda DTYPE=bfloat16 TESTS_ON=cuda
     SHAPE_1B=(--shape llama-3.2-1b --seq-len 512 --batch 8 --warmup 3 --steps 10)
     SHAPE_8B=(--shape llama-3.1-8b --seq-len 512 --batch 8 --warmup 2 --steps 5)
-    DECODE=(--decode-batches 1 16 --new-tokens 32 --rounds 10 --peak-tflops "${PEAK_TFLOPS:-989}")
+    DECODE=(--decode-batches 1 16 --new-tokens 32 --rounds 8 --peak-tflops "${PEAK_TFLOPS:-989}")
     PROFILE=(--shape llama-3.2-1b --seq-len 512 --batch 8 --dtype bfloat16)
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm \
         --format=csv || true
@@ -77,5 +78,9 @@ phase bench-8b 170 "$PY" bench/run.py "${COMMON[@]}" "${SHAPE_8B[@]}" \
     --methods postblock lora --output "$OUT/results-gpu-8b.json"
 phase profile 90 "$PY" bench/profile_step.py --device "$DEVICE" "${PROFILE[@]}" \
     --output "$OUT/profile.json"
+# Last: decoding under torch.compile with a static cache (CUDA graphs), adapter on vs off at
+# batch 1, where eager decoding is launch-bound; compiling takes a minute or two.
+phase decode-compiled 240 "$PY" bench/run.py "${COMMON[@]}" "${SHAPE_1B[@]}" --methods postblock \
+    --decode-batches 1 --compiled-decode-batches 1 --output "$OUT/results-gpu-compiled.json"
 phase summary 60 "$PY" bench/report.py --summary "$OUT"
 exit "$STATUS"

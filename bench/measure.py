@@ -283,21 +283,46 @@ def measure(args) -> dict:
     return out
 
 
+def alternating(timed: dict[str, Callable], parts, rounds: int, device) -> dict:
+    """Each of ``timed`` with the trained parts attached, then disabled, in alternation, for a
+    warm-up round and ``rounds`` more: a drift of the machine's speed during the sitting (which a
+    block of "on" runs then a block of "off" runs would read as overhead) falls on both alike.
+    Per name: the median seconds on and off, the overhead as the median of each round's own
+    on/off ratio, and those ratios (their spread)."""
+    times: dict[str, list[float]] = {}
+    for _ in range(rounds + 1):  # the first round warms up (and compiles, where compiled)
+        for name, fn in timed.items():
+            times.setdefault(f"{name}_seconds", []).append(median_seconds(fn, 0, 1, device))
+            with parts.disabled():
+                times.setdefault(f"{name}_seconds_disabled", []).append(
+                    median_seconds(fn, 0, 1, device)
+                )
+    out = {key: statistics.median(values[1:]) for key, values in times.items()}
+    for name in timed:
+        pairs = zip(
+            times[f"{name}_seconds"][1:], times[f"{name}_seconds_disabled"][1:], strict=True
+        )
+        each = [on / off for on, off in pairs]
+        out[f"{name}_overhead"] = statistics.median(each)
+        out[f"{name}_overhead_rounds"] = each
+    return out
+
+
 def generation_and_scoring(parts, tokenizer, test, args, device) -> dict:
     """Attached vs disabled, same prompts, same forced length, at each of ``args.decode_batches``
     (batch 1 is launch-bound on a GPU, a full batch is not); log-likelihood likewise."""
     from steer_cli.data.encode import prompt_token_ids
-    from steer_cli.evaluate.generation import generate
+    from steer_cli.evaluate.generation import STATIC_CACHE, compiled_decoding, generate
     from steer_cli.evaluate.scoring import score
 
-    examples = test[: max(args.decode_batches)]
+    examples = test[: max(args.decode_batches + args.compiled_decode_batches)]
     prompts = [prompt_token_ids(tokenizer, ex.prompt, True) for ex in examples]
     forced = {"min_new_tokens": args.new_tokens}
 
-    def gen(n):
+    def gen(n, **overrides):
         generate(
             parts.model, tokenizer, prompts[:n], max_new_tokens=args.new_tokens,
-            batch_size=n, overrides=forced,
+            batch_size=n, overrides={**forced, **overrides},
         )  # fmt: skip
 
     contexts = [tokenizer.decode(p) for p in prompts]
@@ -308,25 +333,17 @@ def generation_and_scoring(parts, tokenizer, test, args, device) -> dict:
 
     timed = {f"generation_b{n}": lambda n=n: gen(n) for n in args.decode_batches}
     timed["scoring"] = scoring
-    # On and off alternate, so a drift of the machine's speed during the sitting (which a block
-    # of "on" runs then a block of "off" runs would read as overhead) falls on both alike; the
-    # overhead is the median of each round's own on/off ratio.
-    times: dict[str, list[float]] = {}
-    for _ in range(args.rounds + 1):  # the first round warms up
-        for name, fn in timed.items():
-            times.setdefault(f"{name}_seconds", []).append(median_seconds(fn, 0, 1, device))
-            with parts.disabled():
-                times.setdefault(f"{name}_seconds_disabled", []).append(
-                    median_seconds(fn, 0, 1, device)
-                )
-    out = {key: statistics.median(values[1:]) for key, values in times.items()}  # 1st: warm-up
-    for name in timed:
-        pairs = zip(
-            times[f"{name}_seconds"][1:], times[f"{name}_seconds_disabled"][1:], strict=True
-        )
-        each = [on / off for on, off in pairs]
-        out[f"{name}_overhead"] = statistics.median(each)
-        out[f"{name}_overhead_rounds"] = each  # the spread the median is read from
+    out = alternating(timed, parts, args.rounds, device)
+    if args.compiled_decode_batches:  # torch.compile + a static cache: CUDA graphs on a GPU
+        options = {"mode": "reduce-overhead"} if device.type == "cuda" else {"backend": "aot_eager"}
+        compiled = {
+            f"generation_b{n}_compiled": lambda n=n: gen(n, **STATIC_CACHE)
+            for n in args.compiled_decode_batches
+        }
+        with compiled_decoding(parts.model, **options):
+            out.update(alternating(compiled, parts, args.rounds, device))
+        out["compile_options"] = options
+    out["compiled_decode_batches"] = list(args.compiled_decode_batches)
     out["decode_batches"] = list(args.decode_batches)
     out["new_tokens"] = args.new_tokens
     return out

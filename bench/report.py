@@ -28,6 +28,7 @@ RESULTS = {  # file -> what produced it
     "results.json": "CPU: `make bench`",
     "results-gpu.json": "GPU: `bash bench/device.sh`",
     "results-gpu-8b.json": "GPU, 8B shape: `bash bench/device.sh`",
+    "results-gpu-compiled.json": "GPU, decoding compiled: `bash bench/device.sh`",
 }
 
 
@@ -76,7 +77,7 @@ def summary(folder: Path) -> str:
         lines.append("CUDA tests: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     else:
         lines.append("CUDA tests: no cuda-tests.xml")
-    for name in ("results-gpu.json", "results-gpu-8b.json"):
+    for name in [n for n in RESULTS if n != "results.json"]:
         path = folder / name
         if path.is_file():
             lines += ["", section(name, json.loads(path.read_text()))]

@@ -57,6 +57,8 @@ TARGETS = {
     "postblock_vs_lora_peak_memory": ("<=", 0.60, None),
     "generation_b1_overhead": ("<=", 1.10, None),
     "generation_b16_overhead": ("<=", 1.03, None),
+    "generation_b1_compiled_overhead": ("<=", 1.10, None),
+    "generation_b16_compiled_overhead": ("<=", 1.03, None),
 }
 # H100 SXM / H200 dense bf16, NVIDIA's datasheet (about 790 measured on this workplace's H200)
 H200_BF16_TFLOPS = 989.0
@@ -88,7 +90,9 @@ def ratios(m: dict) -> dict:
         ours = methods["reft-original"]["step_seconds"]
         for variant, v in m["pyreft"]["variants"].items():
             out[f"pyreft_{variant}_vs_reft_original"] = v["step_seconds"] / ours
-    for name in [f"generation_b{n}" for n in post.get("decode_batches", [])] + ["scoring"]:
+    names = [f"generation_b{n}" for n in post.get("decode_batches", [])]
+    names += [f"generation_b{n}_compiled" for n in post.get("compiled_decode_batches", [])]
+    for name in [*names, "scoring"]:
         if f"{name}_overhead" in post:
             out[f"{name}_overhead"] = post[f"{name}_overhead"]
     return out
@@ -225,6 +229,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--decode-batches", type=int, nargs="+", default=[1, 16])
+    parser.add_argument(
+        "--compiled-decode-batches", type=int, nargs="*", default=[], help="also decode at these "
+        "batch sizes under torch.compile with a static KV cache (CUDA graphs on a GPU)",
+    )  # fmt: skip
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument(
         "--rounds", type=int, default=5, help="alternating adapter on/off rounds of generation "

@@ -146,6 +146,39 @@ def test_cached_generation_steers_exactly_the_mode_tokens(llama, mode):
         assert columns.tolist() == expected
 
 
+@pytest.mark.parametrize("mode", ["all", "prompt"])
+def test_compiled_static_cache_decoding_equals_eager(llama, mode):
+    """Adapters under torch.compile with a static KV cache (CUDA graphs on a GPU: mode
+    reduce-overhead; the rehearsal on a CPU traces with aot_eager) generate what eager decoding
+    does, and disabled, what the base model does."""
+    from steer_cli.evaluate.generation import STATIC_CACHE, compiled_decoding
+
+    model, tokenizer = llama
+    prompts = [tokenizer(t)["input_ids"] for t in PROMPTS]
+    options = {"mode": "reduce-overhead"} if DEVICE == "cuda" else {"backend": "aot_eager"}
+
+    def run(**overrides):
+        return generate(model, tokenizer, prompts, max_new_tokens=6, batch_size=len(prompts),
+                        overrides=overrides)  # fmt: skip
+
+    handle = _steered(model, mode)
+    torch.compiler.reset()
+    try:
+        eager = run()
+        with handle.disabled():
+            base = run()
+        with compiled_decoding(model, **options):
+            compiled = run(**STATIC_CACHE)
+            with handle.disabled():
+                compiled_base = run(**STATIC_CACHE)
+    finally:
+        handle.detach()
+        torch.compiler.reset()
+    assert "forward" not in vars(model)  # the class's forward again
+    assert compiled == eager and compiled_base == base
+    assert eager != base
+
+
 CHECKPOINTED = [
     ("block_output", AdapterShape("lowrank", rank=4)),
     ("mlp_output", AdapterShape("loreft", rank=2)),

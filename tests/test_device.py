@@ -21,7 +21,9 @@ def test_device_script_rehearses_every_phase_on_the_cpu(tmp_path):
     )  # fmt: skip
     log = (out / "device.log").read_text()
     assert done.returncode == 0, log[-3000:]
-    for phase in ("install", "cuda-tests", "bench-1b", "bench-8b", "profile", "summary"):
+    phases = ("install", "cuda-tests", "bench-1b", "bench-8b", "profile", "decode-compiled",
+              "summary")  # fmt: skip
+    for phase in phases:
         assert f"== {phase}: exit 0 after" in log, phase
     assert "steer: /" in log and f"steer: {ROOT}" not in log  # imported from its install
     suite = ET.parse(out / "cuda-tests.xml").getroot()
@@ -41,6 +43,10 @@ def test_device_script_rehearses_every_phase_on_the_cpu(tmp_path):
         assert all(m["same_batches_as_floor"] for m in results["methods"].values())
         assert set(results["mfu"]) == {"floor", *methods}
         assert {"generation_b1_overhead", "generation_b2_overhead"} <= results["ratios"].keys()
+    compiled = json.loads((out / "results-gpu-compiled.json").read_text())
+    assert {"generation_b1_overhead", "generation_b1_compiled_overhead"} <= compiled[
+        "ratios"
+    ].keys()
     profile = json.loads((out / "profile.json").read_text())
     assert set(profile) == {"floor_step", "postblock_step", "decode_b1_on", "decode_b1_off"}
     assert "CUDA tests: " in done.stdout and "0 failures" in done.stdout

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -155,6 +156,28 @@ def generate_ids(
     finally:
         model.train(was_training)
     return outputs
+
+
+# generate() overrides for :func:`compiled_decoding`: a static KV cache (fixed shapes, which a
+# compiled graph and CUDA graphs need), and transformers' own automatic compilation off (the
+# forward is compiled already).
+STATIC_CACHE = {"cache_implementation": "static", "disable_compile": True}
+
+
+@contextmanager
+def compiled_decoding(model, **compile_kwargs) -> Iterator[None]:
+    """``model.forward`` compiled with ``torch.compile(**compile_kwargs)`` for the calls inside;
+    pass ``overrides=STATIC_CACHE`` to generation. Attached adapters are traced into the graph
+    (their hooks are ordinary module hooks; with positions other than ``all``, the position
+    tracking breaks the graph where it reads the cache, and runs eagerly there). On CUDA,
+    ``mode="reduce-overhead"`` replays CUDA graphs: the per-token launch cost a decoding step
+    pays, the adapters' share included, goes. ``disabled()`` is a guard: the base model gets a
+    graph of its own."""
+    model.forward = torch.compile(type(model).forward.__get__(model), **compile_kwargs)
+    try:
+        yield
+    finally:
+        del model.forward  # the class's forward again
 
 
 def _until_eos(tokens: list[int], eos: set[int], pad_id: int) -> list[int]:
