@@ -35,6 +35,7 @@ from steer_cli.engine.sites import (
     hidden_size,
     resolve_layers,
     site_module,
+    versions,
 )
 from steer_cli.engine.span import PromptSpan
 from steer_cli.engine.spec import InterventionSpec
@@ -194,9 +195,22 @@ class Interventions(PromptSpan, Persistence, TrainingHooks, nn.Module):
         def hook(module: nn.Module, args: tuple):
             if not self.enabled:
                 return None
-            return (self._edit(adapter, args[0]), *args[1:])
+            return (self._edit(adapter, self._site_input(module, args)), *args[1:])
 
         return hook
+
+    def _site_input(self, module: nn.Module, args: tuple) -> torch.Tensor:
+        """The tensor an input site edits: the module's first positional input, which must be
+        ``[batch, tokens, width]``. Transformers calls the MLP and o_proj that way today; a
+        release that passes it by keyword or flattens the tokens fails here, loudly."""
+        h = args[0] if args else None
+        if not isinstance(h, torch.Tensor) or h.dim() != 3 or h.shape[-1] != self.width:
+            got = "no positional input" if h is None else f"{getattr(h, 'shape', type(h))}"
+            raise RuntimeError(
+                f"site {self.spec.site}: {type(module).__name__} was called with {got}, not "
+                f"[batch, tokens, {self.width}]: cannot find the tensor to edit ({versions()})"
+            )
+        return h
 
     # -- accounting ----------------------------------------------------------------------------
     def num_parameters(self) -> int:
