@@ -205,7 +205,7 @@ class Interventions(PromptSpan, Persistence, TrainingHooks, nn.Module):
         release that passes it by keyword or flattens the tokens fails here, loudly."""
         h = args[0] if args else None
         if not isinstance(h, torch.Tensor) or h.dim() != 3 or h.shape[-1] != self.width:
-            got = "no positional input" if h is None else f"{getattr(h, 'shape', type(h))}"
+            got = "no positional input" if h is None else str(getattr(h, "shape", type(h)))
             raise RuntimeError(
                 f"site {self.spec.site}: {type(module).__name__} was called with {got}, not "
                 f"[batch, tokens, {self.width}]: cannot find the tensor to edit ({versions()})"

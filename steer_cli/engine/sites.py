@@ -35,7 +35,9 @@ All of this reads transformers' module layout, not a public API, so each assumpt
 where it is used and raises naming the transformers version rather than steering the wrong
 tensor: the layer list's length against ``num_hidden_layers``, the sandwich norms against the
 model type, o_proj's width against ``num_attention_heads * head_dim`` (its head-major layout is a
-contract test, tests/test_guards.py).
+contract test, tests/test_guards.py), and, on every call, that the MLP and o_proj get the tensor
+an input site edits as their first positional argument, ``[batch, tokens, width]``
+(``attach.Interventions._site_input``).
 """
 
 from __future__ import annotations
