@@ -33,10 +33,11 @@ def joint_diagnostics(parts, rows: list[dict], *, pad_id: int, n: int = SAMPLE, 
     """The diagnostics of a joint ``parts`` (both parts on) on ``n`` seeded rows of ``rows``."""
     from steer_cli.data.encode import collate_right_padded
     from steer_cli.engine.joint_diagnostics import cosine_summary, matrix_stats, shift_cosines
+    from steer_cli.engine.names import RESIDUAL_SITES
 
     model, interventions = parts.model, parts.interventions
     site = interventions.spec.site
-    if site == "attn_heads":  # its shift lives before o_proj, not in the residual stream
+    if site not in RESIDUAL_SITES:  # its shift lives before o_proj or the MLP
         return {"skipped": f"no residual-stream shift to compare at site {site}", "layers": []}
     picked = sorted(random.Random(seed).sample(range(len(rows)), min(n, len(rows))))
     sample = [rows[i] for i in picked]

@@ -96,7 +96,16 @@ METHODS: dict[str, Method] = {
         ),
         Method(
             name="premlp",
-            description="low-rank adapter on each attention output, before its residual add",
+            description="low-rank adapter on each MLP's input, after its norm (the paper's "
+            "pre-MLP)",
+            kind="adapter",
+            defaults=_adapter("mlp_input", "lowrank", 2e-3, rank=8),
+            lr_grid=R8_GRID,
+        ),
+        Method(
+            name="postattn",
+            description="low-rank adapter on each attention output, before its residual add "
+            "(premlp until 0.1.0)",
             kind="adapter",
             defaults=_adapter("attn_output", "lowrank", 2e-3, rank=8),
             lr_grid=R8_GRID,

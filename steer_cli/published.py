@@ -38,6 +38,7 @@ class Variant:
     mode: str | None = None  # joint runs: "both", or one part alone
     rank_match: str | None = None  # the rank is set by a rule: "lora" = LoRA r=8's count
     positions: str | None = None  # tokens steered, where a run's differ from its preset's
+    site: str | None = None  # where a run steers, where it differs from its preset's
 
 
 @dataclass(frozen=True)

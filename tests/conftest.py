@@ -30,6 +30,12 @@ def _one_torch_thread(request):
     torch.set_num_threads(threads)
 
 
+# The sites the engine's contract tests (positions, cache, batching, scoring, save/load, counts,
+# checkpointing, bf16) run at: the layer's own output (block_output) and a module input inside
+# the layer (mlp_input, the paper's pre-MLP). Every site is covered by tests/test_sites.py.
+CONTRACT_SITES = ("block_output", "mlp_input")
+
+
 @pytest.fixture(scope="session")
 def tiny_models():
     """One loaded model per tiny family, shared (tests must leave them as they found them)."""

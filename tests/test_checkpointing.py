@@ -20,6 +20,7 @@ CASES = [
     ("block_output", AdapterShape("lowrank", rank=4)),
     ("mlp_output", AdapterShape("loreft", rank=2)),
     ("attn_output", AdapterShape("vector")),
+    ("mlp_input", AdapterShape("lowrank", rank=4, activation="silu")),
     ("attn_heads", AdapterShape("jola")),
     ("attn_heads", AdapterShape("lofit", lofit_heads=3)),
 ]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import greedy_cached, greedy_uncached, randomize
+from conftest import CONTRACT_SITES, greedy_cached, greedy_uncached, randomize
 
 from steer_cli.engine.adapters import AdapterShape
 from steer_cli.engine.attach import InterventionSpec, attach, prompt_span
@@ -43,23 +43,24 @@ def llama():
     return model, tokenizer
 
 
-def _steered(model, mode, *, shape=None, layers="all", seed=1):
+def _steered(model, mode, *, site="block_output", shape=None, layers="all", seed=1):
     shape = shape or AdapterShape("lowrank", rank=4, activation="silu")
-    handle = attach(model, InterventionSpec(site="block_output", shape=shape, layers=layers,
+    handle = attach(model, InterventionSpec(site=site, shape=shape, layers=layers,
                                             positions=mode))  # fmt: skip
     randomize(handle, std=0.3, seed=seed)
     return handle
 
 
+@pytest.mark.parametrize("site", CONTRACT_SITES)
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("parameterization", ["vector", "lowrank"])
-def test_identity_at_init(dtype, parameterization):
+def test_identity_at_init(dtype, parameterization, site):
     model, tokenizer = load_model("tiny-llama", dtype=dtype, device=DEVICE, seed=0)
     ids = tokenizer(PROMPTS, return_tensors="pt", padding=True)["input_ids"].to(DEVICE)
     with torch.no_grad():
         base = model(input_ids=ids).logits
         handle = attach(model, InterventionSpec(
-            site="block_output", shape=AdapterShape(parameterization, rank=4)), seed=0)  # fmt: skip
+            site=site, shape=AdapterShape(parameterization, rank=4)), seed=0)  # fmt: skip
         steered = model(input_ids=ids).logits
         assert steered.dtype == getattr(torch, dtype) and steered.device.type == ids.device.type
         assert torch.equal(steered, base)
@@ -68,11 +69,12 @@ def test_identity_at_init(dtype, parameterization):
     handle.detach()
 
 
+@pytest.mark.parametrize("site", CONTRACT_SITES)
 @pytest.mark.parametrize("mode", MODES)
-def test_batched_equals_one_by_one(llama, mode):
+def test_batched_equals_one_by_one(llama, mode, site):
     model, tokenizer = llama
     prompts = [tokenizer(t)["input_ids"] for t in PROMPTS]
-    handle = _steered(model, mode)
+    handle = _steered(model, mode, site=site)
     try:
         batched = generate(model, tokenizer, prompts, max_new_tokens=8, batch_size=len(prompts))
         single = [generate(model, tokenizer, [p], max_new_tokens=8, batch_size=1)[0]
@@ -90,10 +92,11 @@ def test_batched_equals_one_by_one(llama, mode):
         assert batched != base, "the adapter must change some generation"
 
 
+@pytest.mark.parametrize("site", CONTRACT_SITES)
 @pytest.mark.parametrize("mode", MODES)
-def test_cached_generation_equals_recomputation(llama, mode):
+def test_cached_generation_equals_recomputation(llama, mode, site):
     model, tokenizer = llama
-    handle = _steered(model, mode)
+    handle = _steered(model, mode, site=site)
     try:
         for text in PROMPTS:
             ids = tokenizer(text, return_tensors="pt")["input_ids"].to(DEVICE)
@@ -182,6 +185,7 @@ def test_compiled_static_cache_decoding_equals_eager(llama, mode):
 CHECKPOINTED = [
     ("block_output", AdapterShape("lowrank", rank=4)),
     ("mlp_output", AdapterShape("loreft", rank=2)),
+    ("mlp_input", AdapterShape("lowrank", rank=4, activation="silu")),
     ("attn_heads", AdapterShape("jola")),
 ]
 

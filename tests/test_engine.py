@@ -3,7 +3,7 @@ clean detach, parameter counts, peft-wrapped models, save/load."""
 
 import pytest
 import torch
-from conftest import greedy_cached, greedy_uncached, randomize
+from conftest import CONTRACT_SITES, greedy_cached, greedy_uncached, randomize
 
 from steer_cli.engine.adapters import AdapterShape
 from steer_cli.engine.attach import Interventions, InterventionSpec, attach
@@ -28,24 +28,26 @@ def _logits(model, ids):
         return model(input_ids=ids).logits
 
 
+@pytest.mark.parametrize("site", CONTRACT_SITES)
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
-def test_identity_at_init(tiny, shape):
+def test_identity_at_init(tiny, shape, site):
     model, tokenizer = tiny
     ids = _ids(tokenizer, PROMPTS[0])
     base = _logits(model, ids)
-    handle = attach(model, InterventionSpec(shape=shape), seed=0)
+    handle = attach(model, InterventionSpec(site=site, shape=shape), seed=0)
     try:
         assert torch.equal(_logits(model, ids), base)
     finally:
         handle.detach()
 
 
+@pytest.mark.parametrize("site", CONTRACT_SITES)
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
-def test_edit_changes_output_and_detach_restores_exactly(tiny, shape):
+def test_edit_changes_output_and_detach_restores_exactly(tiny, shape, site):
     model, tokenizer = tiny
     ids = _ids(tokenizer, PROMPTS[0])
     base = _logits(model, ids)
-    handle = attach(model, InterventionSpec(shape=shape), seed=0)
+    handle = attach(model, InterventionSpec(site=site, shape=shape), seed=0)
     randomize(handle)
     steered = _logits(model, ids)
     with handle.disabled():
@@ -55,11 +57,12 @@ def test_edit_changes_output_and_detach_restores_exactly(tiny, shape):
     assert torch.equal(_logits(model, ids), base)
 
 
+@pytest.mark.parametrize("site", CONTRACT_SITES)
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
-def test_cached_generation_equals_recomputation(tiny, shape):
+def test_cached_generation_equals_recomputation(tiny, shape, site):
     """Edits reach prompt and generated tokens alike: KV-cache decoding = full recomputation."""
     model, tokenizer = tiny
-    handle = attach(model, InterventionSpec(shape=shape), seed=0)
+    handle = attach(model, InterventionSpec(site=site, shape=shape), seed=0)
     randomize(handle, seed=1)
     try:
         for text in PROMPTS:
@@ -70,10 +73,11 @@ def test_cached_generation_equals_recomputation(tiny, shape):
         handle.detach()
 
 
+@pytest.mark.parametrize("site", CONTRACT_SITES)
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
-def test_batched_left_padded_equals_one_by_one(tiny, shape):
+def test_batched_left_padded_equals_one_by_one(tiny, shape, site):
     model, tokenizer = tiny
-    handle = attach(model, InterventionSpec(shape=shape), seed=0)
+    handle = attach(model, InterventionSpec(site=site, shape=shape), seed=0)
     randomize(handle, seed=2)
     prompts = [tokenizer(t)["input_ids"] for t in PROMPTS]
     assert len({len(p) for p in prompts}) > 1, "prompts must differ in length to test padding"
@@ -87,12 +91,13 @@ def test_batched_left_padded_equals_one_by_one(tiny, shape):
     assert batched == single
 
 
+@pytest.mark.parametrize("site", CONTRACT_SITES)
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
-def test_parameter_count_matches_formula(tiny, shape):
+def test_parameter_count_matches_formula(tiny, shape, site):
     model, _ = tiny
     d = hidden_size(model)
     n_layers = len(find_decoder_layers(model))
-    handle = attach(model, InterventionSpec(shape=shape), seed=0)
+    handle = attach(model, InterventionSpec(site=site, shape=shape), seed=0)
     handle.detach()
     per_layer = d if shape.parameterization == "vector" else 2 * d * shape.rank
     if shape.bias:
@@ -154,17 +159,19 @@ def test_peft_wrapped_model(tiny_models):
     assert torch.equal(_logits(wrapped, ids), base)
 
 
-def test_save_load_roundtrip(tiny, tmp_path):
+@pytest.mark.parametrize("site", CONTRACT_SITES)
+def test_save_load_roundtrip(tiny, tmp_path, site):
     model, tokenizer = tiny
     ids = _ids(tokenizer, PROMPTS[2])
-    handle = attach(model, InterventionSpec(shape=SHAPES["nonlinear"], layers="0-1"), seed=0)
+    spec = InterventionSpec(site=site, shape=SHAPES["nonlinear"], layers="0-1")
+    handle = attach(model, spec, seed=0)
     randomize(handle)
     expected = _logits(model, ids)
     handle.save(tmp_path, metadata={"base_model": "tiny"})
     handle.detach()
     loaded = Interventions.load(tmp_path).attach(model)
     try:
-        assert loaded.layer_ids == [0, 1]
+        assert loaded.layer_ids == [0, 1] and loaded.spec.site == site
         assert torch.equal(_logits(model, ids), expected)
     finally:
         loaded.detach()

@@ -96,6 +96,25 @@ def test_sandwich_and_pre_norm_sites_on_the_normal_path(tiny_models):
     assert site_module(other, "mlp_output") == (other.post_feedforward_layernorm, "output")
     unknown = FakeLayer("newfamily", ("post_attention_layernorm",))  # Llama's shape
     assert site_module(unknown, "mlp_output") == (unknown.mlp, "output")
+    for layer in (gemma, llama, other, unknown):  # the MLP's input, whatever norm precedes it
+        assert site_module(layer, "mlp_input") == (layer.mlp, "input")
+
+
+def test_an_mlp_called_without_its_input_as_a_token_tensor_is_an_error():
+    """mlp_input edits the MLP's first positional input, [batch, tokens, d]: a release that
+    passes it by keyword or with the tokens flattened fails naming the versions, not silently."""
+    model, _ = _fresh()
+    handle = attach(model, InterventionSpec(site="mlp_input", shape=AdapterShape("vector")))
+    mlp = find_decoder_layers(model)[0].mlp
+    h = torch.randn(2, 5, D)
+    try:
+        mlp(h)  # the normal call
+        with pytest.raises(RuntimeError, match=r"mlp_input: LlamaMLP .*positional.*transformers"):
+            mlp(x=h)
+        with pytest.raises(RuntimeError, match=r"\[10, 64\]\).*\[batch, tokens, 64\]"):
+            mlp(h.reshape(10, D))
+    finally:
+        handle.detach()
 
 
 # -- decoder layers --------------------------------------------------------------------------

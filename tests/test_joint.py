@@ -111,9 +111,10 @@ def test_a_failed_joint_build_leaves_the_model_bare(fresh_llama):
     with pytest.raises(SteerError, match="lowrank or vector"):
         build_parts(model, recipe)
     assert count_parameters(model, build_recipe({"method": "lora"})) == LORA_R8  # not wrapped
-    heads = {"method": "joint-orth", "adapter": {"site": "attn_heads"}}
-    with pytest.raises(SteerError, match="residual stream"):
-        build_parts(model, build_recipe(heads))
+    for site in ("attn_heads", "mlp_input"):  # they reach the residual through o_proj, the MLP
+        inside = {"method": "joint-orth", "adapter": {"site": site}}
+        with pytest.raises(SteerError, match=f"residual stream, not {site}"):
+            build_parts(model, build_recipe(inside))
     assert torch.equal(_logits(model, tokenizer), before)
 
 
@@ -335,6 +336,17 @@ def test_naive_joint_diagnostics_and_eval_mode(tmp_path):
     assert diagnostics["orth"] is None
     means = diagnostics["mean"]
     assert means["shift_cosine_mean_abs"] is not None and means["W_up_fro"] > 0
+
+
+def test_joint_at_the_mlp_input_trains_and_skips_the_shift_diagnostics(tmp_path):
+    """The adapter's shift at mlp_input is not in the residual stream: nothing to compare."""
+    out = tmp_path / "j"
+    train.run(_tiny("joint", adapter={"site": "mlp_input"}), out)
+    diagnostics = json.loads((out / "diagnostics.json").read_text())
+    assert diagnostics["skipped"] == "no residual-stream shift to compare at site mlp_input"
+    assert diagnostics["layers"] == []
+    _, _, parts = load_run(out)
+    assert parts.interventions.spec.site == "mlp_input"
 
 
 def _rows(tokenizer, n=6):

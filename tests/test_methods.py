@@ -1,11 +1,15 @@
 """Parameter counts (formulas vs built parts vs peft), the rank search, ``steer methods``."""
 
+import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from steer_cli.cli import app
@@ -181,3 +185,75 @@ def test_adapter_parts_pass_engine_hooks_to_the_loop(fresh_llama):
     finally:
         parts.remove()
         model.requires_grad_(False)
+
+
+# -- premlp: the paper's pre-MLP site ----------------------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def _steer(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``steer ARGS`` in a fresh process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "steer_cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "250"},
+        timeout=600,
+    )
+
+
+def test_steer_methods_json_puts_premlp_on_the_mlp_input_and_counts_it(tmp_path):
+    """premlp is the paper's pre-MLP (mlp_input); the old attention-output preset is postattn.
+    Both train 2 d r per layer: the MLP's input is as wide as the residual stream."""
+    out = _steer("methods", "--model", "tiny-llama", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = {row["name"]: row for row in json.loads(out.stdout)}
+    assert rows["premlp"]["adapter"]["site"] == "mlp_input"
+    assert rows["postattn"]["adapter"]["site"] == "attn_output"
+    for name in ("premlp", "postattn"):
+        assert rows[name]["adapter"]["parameterization"] == "lowrank"
+        assert rows[name]["params"] == 8 * LOWRANK_PER_RANK
+    assert "pre-MLP" in rows["premlp"]["description"]
+
+
+def test_the_premlp_recipe_trains_on_the_mlp_input(tmp_path):
+    from steer_cli.runs import load_run
+
+    out = tmp_path / "premlp"
+    recipe = Path(__file__).resolve().parent.parent / "recipes" / "methods" / "premlp.yaml"
+    small = ["model=tiny-llama", "train.max_steps=2", "data.train_size=16", "data.test_size=4"]
+    result = runner.invoke(app, ["train", str(recipe), *small, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((out / "config.yaml").read_text())["adapter"]["site"] == "mlp_input"
+    assert json.loads((out / "adapter.json").read_text())["site"] == "mlp_input"
+    assert json.loads((out / "results.json").read_text())["trainable_params"] == 8 * (
+        LOWRANK_PER_RANK
+    )
+    _, _, parts = load_run(out)
+    assert parts.interventions.spec.site == "mlp_input"  # reloaded where it trained
+    parts.interventions.detach()
+
+
+def test_a_premlp_run_written_before_premlp_moved_still_loads_and_evaluates(tmp_path):
+    """A run steer 0.1.0 wrote when premlp steered attn_output (tests/fixtures/premlp-0.1.0-run,
+    see its FIXTURE.md) keeps that site: evaluated now, it answers its test items as it did when
+    it finished training, and `steer compare` keeps it apart from new premlp runs."""
+    run = tmp_path / "old-premlp"
+    shutil.copytree(FIXTURES / "premlp-0.1.0-run", run)
+    out = _steer("eval", str(run), "--protocol", "paper", "--json", "--log-samples", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["method"] == "premlp" and summary["n_samples"] == {"listops": 4}
+    (samples,) = [Path(f) for f in summary["files"] if f.endswith(".samples.jsonl")]
+    if not samples.is_absolute():
+        samples = tmp_path / samples
+    then = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    now = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert [r["output"] for r in now] == [r["output"] for r in then]
+
+    compared = runner.invoke(app, ["compare", str(run), "--json"])
+    assert compared.exit_code == 0, compared.output
+    (row,) = json.loads(compared.stdout)["rows"]
+    assert row["method"] == "premlp r=2 site=attn_output"

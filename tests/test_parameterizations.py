@@ -32,7 +32,7 @@ def _logits(model, ids):
 # -- parameter counts ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("site", ["block_output", "mlp_output", "attn_heads"])
+@pytest.mark.parametrize("site", ["block_output", "mlp_output", "mlp_input", "attn_heads"])
 def test_loreft_parameter_count(tiny, site):
     model, _ = tiny
     shape = AdapterShape("loreft", rank=4)

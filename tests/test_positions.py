@@ -5,13 +5,14 @@ from contextlib import contextmanager
 
 import pytest
 import torch
-from conftest import greedy_cached, greedy_uncached, randomize
+from conftest import CONTRACT_SITES, greedy_cached, greedy_uncached, randomize
 
 from steer_cli.data.encode import IGNORE_INDEX, collate_right_padded
 from steer_cli.engine.adapters import AdapterShape
 from steer_cli.engine.attach import InterventionSpec, attach, prompt_span
+from steer_cli.engine.names import SITES
 from steer_cli.engine.positions import find_backbone, position_mask
-from steer_cli.engine.sites import find_decoder_layers
+from steer_cli.engine.sites import find_decoder_layers, site_module
 from steer_cli.evaluate.generation import generate, left_pad
 from steer_cli.evaluate.scoring import score
 
@@ -53,11 +54,12 @@ def _logits(model, ids):
         return model(input_ids=ids).logits
 
 
+@pytest.mark.parametrize("site", CONTRACT_SITES)
 @pytest.mark.parametrize("mode", MODES)
-def test_batched_left_padded_generation_equals_one_by_one(tiny, mode):
+def test_batched_left_padded_generation_equals_one_by_one(tiny, mode, site):
     model, tokenizer = tiny
     prompts = [tokenizer(t)["input_ids"] for t in PROMPTS]
-    handle = _steered(model, mode)
+    handle = _steered(model, mode, site=site)
     try:
         batched = generate(model, tokenizer, prompts, max_new_tokens=8, batch_size=len(prompts))
         single = [
@@ -72,11 +74,12 @@ def test_batched_left_padded_generation_equals_one_by_one(tiny, mode):
         assert batched != base, "the adapter must change some generation"
 
 
+@pytest.mark.parametrize("site", CONTRACT_SITES)
 @pytest.mark.parametrize("mode", MODES)
-def test_cached_generation_equals_recomputation(tiny, mode):
+def test_cached_generation_equals_recomputation(tiny, mode, site):
     """Decoding steps are placed at the columns full recomputation gives the same tokens."""
     model, tokenizer = tiny
-    handle = _steered(model, mode)
+    handle = _steered(model, mode, site=site)
     try:
         for text in PROMPTS:
             ids = _ids(tokenizer, text)
@@ -89,35 +92,45 @@ def test_cached_generation_equals_recomputation(tiny, mode):
 
 
 @contextmanager
-def _layer_outputs(layer):
-    """The layer's hidden-state output, call by call (some releases return it in a tuple, e.g.
-    Gemma3 under transformers 4.56)."""
+def _site_tensors(layer, site):
+    """The tensor ``site`` edits in ``layer``, call by call: its module's first input or its
+    output (some releases return a layer's hidden state in a tuple, e.g. Gemma3 under
+    transformers 4.56). Registered before the adapter's hook, it sees the unedited tensor;
+    after, the edited one."""
+    module, where = site_module(layer, site)
     seen = []
 
-    def record(module, args, output):
+    def record_input(module, args):
+        seen.append(args[0].detach().clone())
+
+    def record_output(module, args, output):
         hidden = output[0] if isinstance(output, tuple) else output
         seen.append(hidden.detach().clone())
 
-    handle = layer.register_forward_hook(record)
+    if where == "input":
+        handle = module.register_forward_pre_hook(record_input)
+    else:
+        handle = module.register_forward_hook(record_output)
     try:
         yield seen
     finally:
         handle.remove()
 
 
+@pytest.mark.parametrize("site", SITES)
 @pytest.mark.parametrize("mode", ["prompt", "generated", "last_prompt"])
-def test_cached_generation_steers_exactly_the_mode_tokens(tiny, mode):
+def test_cached_generation_steers_exactly_the_mode_tokens(tiny, mode, site):
     """Adapter on the last layer only, so its input is the base model's given the same tokens:
-    during real batched, cached generation the layer's output is edited at the mode's tokens and
+    during real batched, cached generation the site's tensor is edited at the mode's tokens and
     bitwise untouched everywhere else (prompt padding, and decoding steps for `prompt`)."""
     model, tokenizer = tiny
     last = find_decoder_layers(model)[-1]
     prompts = [tokenizer(t)["input_ids"] for t in PROMPTS]
-    with _layer_outputs(last) as raw:  # registered first: sees the unedited output
+    with _site_tensors(last, site) as raw:  # registered first: sees the unedited tensor
         # A vector: its edit is never lost to rounding, so "changed" is exactly "steered".
-        handle = _steered(model, mode, layers="-1", shape=AdapterShape("vector"))
+        handle = _steered(model, mode, layers="-1", site=site, shape=AdapterShape("vector"))
         try:
-            with _layer_outputs(last) as edited, handle.record_positions() as masks:
+            with _site_tensors(last, site) as edited, handle.record_positions() as masks:
                 generate(model, tokenizer, prompts, max_new_tokens=5, batch_size=len(prompts))
         finally:
             handle.detach()
@@ -135,13 +148,14 @@ def test_cached_generation_steers_exactly_the_mode_tokens(tiny, mode):
             assert bool(mask.all()) == (mode == "generated")
 
 
+@pytest.mark.parametrize("site", CONTRACT_SITES)
 @pytest.mark.parametrize("mode", MODES[1:])  # `all` computes no mask
-def test_training_masks_equal_generation_masks(tiny, mode):
+def test_training_masks_equal_generation_masks(tiny, mode, site):
     """Teacher-forcing prompt + generated answer steers the same tokens as generating it."""
     model, tokenizer = tiny
     prompts = [tokenizer(t)["input_ids"] for t in PROMPTS]
     n_new = 6
-    handle = _steered(model, mode)
+    handle = _steered(model, mode, site=site)
     try:
         with handle.record_positions() as records:
             ids, mask = left_pad(prompts, tokenizer.pad_token_id)
@@ -204,10 +218,11 @@ CONTEXTS = ["[MAX 2 9 ]", "Evaluate [SM 1 2 3 ]", "Hi"]
 CONTINUATIONS = [" 9", " <answer>6</answer>", " there, friend"]
 
 
+@pytest.mark.parametrize("site", CONTRACT_SITES)
 @pytest.mark.parametrize("mode", MODES)
-def test_scoring_is_padding_invariant_and_equals_teacher_forcing(tiny, mode):
+def test_scoring_is_padding_invariant_and_equals_teacher_forcing(tiny, mode, site):
     model, tokenizer = tiny
-    handle = _steered(model, mode)
+    handle = _steered(model, mode, site=site)
     try:
         batched = score(model, tokenizer, CONTEXTS, CONTINUATIONS, batch_size=3)
         single = [

@@ -93,6 +93,50 @@ def test_attn_output_shifts_the_residual_after_attention_by_exactly_v(tiny):
     torch.testing.assert_close(steered[0] - base[0], v.expand_as(base[0]), atol=ATOL, rtol=0)
 
 
+def _mlp_write(layer, x):
+    """What the MLP adds to the residual stream from input ``x`` (Gemma: after its post-norm)."""
+    y = layer.mlp(x)
+    if hasattr(layer, "post_feedforward_layernorm"):
+        y = layer.post_feedforward_layernorm(y)
+    return y
+
+
+def test_mlp_input_edits_the_mlp_input_by_exactly_v_and_the_residual_only_through_the_mlp(tiny):
+    """The paper's pre-MLP: x = Norm(I') moves by v (x is the output of the family's norm before
+    the MLP: post_attention_layernorm, Gemma's pre_feedforward_layernorm), the residual I' the
+    norm reads does not move, and the layer's output moves by MLP(x + v) - MLP(x), not by v."""
+    model, tokenizer = tiny
+    ids = _ids(tokenizer)
+    last = find_decoder_layers(model)[-1]
+    norm = _mlp_input_norm(last)
+    handle, v = _vector_on_last_layer(model, "mlp_input")
+    try:
+        with (
+            _capture(last.mlp, inputs=True) as x_steered,
+            _capture(norm, inputs=True) as residual_steered,
+            _capture(last) as out_steered,
+        ):
+            _logits(model, ids)
+        with (
+            handle.disabled(),
+            _capture(last.mlp, inputs=True) as x_base,
+            _capture(norm, inputs=True) as residual_base,
+            _capture(norm) as norm_base,
+            _capture(last) as out_base,
+        ):
+            _logits(model, ids)
+        with handle.disabled(), torch.no_grad():
+            expected = _mlp_write(last, x_base[0] + v) - _mlp_write(last, x_base[0])
+    finally:
+        handle.detach()
+    assert torch.equal(x_base[0], norm_base[0])  # the tensor the site edits, per family
+    torch.testing.assert_close(x_steered[0] - x_base[0], v.expand_as(x_base[0]), atol=ATOL, rtol=0)
+    assert torch.equal(residual_steered[0], residual_base[0])
+    shift = out_steered[0] - out_base[0]
+    torch.testing.assert_close(shift, expected, atol=ATOL, rtol=0)
+    assert not torch.allclose(shift, v.expand_as(shift), atol=1e-2)
+
+
 def test_block_output_shifts_the_layer_output_by_exactly_v(tiny):
     model, tokenizer = tiny
     ids = _ids(tokenizer)
@@ -190,12 +234,14 @@ def test_site_width_and_hooked_module_per_family(tiny_models):
         expected = {
             "block_output": (layer, "output"),
             "mlp_output": (layer.post_feedforward_layernorm if gemma else layer.mlp, "output"),
+            "mlp_input": (layer.mlp, "input"),
             "attn_output": (
                 layer.post_attention_layernorm if gemma else layer.self_attn,
                 "output",
             ),
             "attn_heads": (layer.self_attn.o_proj, "input"),
         }
+        assert set(expected) == set(SITES)
         for site, (module, where) in expected.items():
             got, got_where = site_module(layer, site)
             assert got is module and got_where == where, (name, site)
@@ -217,7 +263,7 @@ def test_sites_on_a_peft_wrapped_model(site):
     model, tokenizer = load_model("tiny-llama", dtype="float32", device="cpu", seed=0)
     config = LoraConfig(
         r=2,
-        target_modules=["q_proj", "v_proj", "o_proj", "down_proj"],
+        target_modules=["q_proj", "v_proj", "o_proj", "gate_proj", "down_proj"],
         init_lora_weights=False,  # non-zero B: the LoRA path is live
     )
     wrapped = get_peft_model(model, config)
@@ -237,6 +283,18 @@ def test_sites_on_a_peft_wrapped_model(site):
             with _capture(last) as after:
                 _logits(wrapped, ids)
             with handle.disabled(), _capture(last) as before:
+                _logits(wrapped, ids)
+        finally:
+            handle.detach()
+        torch.testing.assert_close(after[0] - before[0], v.expand_as(before[0]), atol=ATOL, rtol=0)
+    if site == "mlp_input":  # peft's gate_proj wrapper reads x + v: base and LoRA paths alike
+        gate = find_decoder_layers(wrapped)[-1].mlp.gate_proj
+        assert hasattr(gate, "lora_A")
+        handle, v = _vector_on_last_layer(wrapped, site)
+        try:
+            with _capture(gate, inputs=True) as after:
+                _logits(wrapped, ids)
+            with handle.disabled(), _capture(gate, inputs=True) as before:
                 _logits(wrapped, ids)
         finally:
             handle.detach()

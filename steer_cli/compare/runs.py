@@ -97,7 +97,7 @@ def variant_of(config: dict, results: dict | None = None) -> Variant:
     kind, preset = _preset(method)
     adapter = config.get("adapter") or {}
     lora = config.get("lora") or {}
-    rank = activation = layers = lora_rank = mode = rank_match = positions = None
+    rank = activation = layers = lora_rank = mode = rank_match = positions = site = None
     if kind in ("adapter", "joint", None):
         if adapter.get("parameterization") in ("lowrank", "loreft"):
             rank = adapter.get("rank", (preset.get("adapter") or {}).get("rank", 8))
@@ -110,11 +110,15 @@ def variant_of(config: dict, results: dict | None = None) -> Variant:
         steered = adapter.get("positions")  # e.g. ReFT at f7+l7 besides its last_prompt
         if steered is not None and steered != (preset.get("adapter") or {}).get("positions", "all"):
             positions = steered
+        # e.g. a premlp run from before premlp moved to mlp_input (it steered attn_output)
+        where = adapter.get("site")
+        if where is not None and where != (preset.get("adapter") or {}).get("site", where):
+            site = where
     if kind in ("lora", "joint") or (kind is None and lora):
         lora_rank = lora.get("rank", (preset.get("lora") or {}).get("rank", 8))
     if kind == "joint":
         mode = (config.get("eval") or {}).get("joint_mode", "both")
-    return Variant(method, rank, lora_rank, activation, layers, mode, rank_match, positions)
+    return Variant(method, rank, lora_rank, activation, layers, mode, rank_match, positions, site)
 
 
 def variant_label(variant: Variant) -> str:
@@ -129,6 +133,8 @@ def variant_label(variant: Variant) -> str:
         parts.append(f"layers={variant.layers}")
     if variant.positions is not None:
         parts.append(f"positions={variant.positions}")
+    if variant.site is not None:
+        parts.append(f"site={variant.site}")
     lora_default = (preset.get("lora") or {}).get("rank", 8)
     if variant.lora_rank is not None and variant.lora_rank != lora_default:
         parts.append(f"r={variant.lora_rank}")

@@ -2,7 +2,11 @@
 
 import re
 
-SITES: tuple[str, ...] = ("block_output", "mlp_output", "attn_output", "attn_heads")
+SITES: tuple[str, ...] = ("block_output", "mlp_output", "mlp_input", "attn_output", "attn_heads")
+# Sites whose edit is added to the residual stream as it is (what Joint-Orth projects and the
+# joint diagnostics compare with LoRA's writes); mlp_input and attn_heads reach it only through a
+# module (the MLP, o_proj).
+RESIDUAL_SITES: tuple[str, ...] = ("block_output", "mlp_output", "attn_output")
 PARAMETERIZATIONS: tuple[str, ...] = ("vector", "lowrank", "loreft", "lofit", "jola")
 ACTIVATIONS: tuple[str, ...] = ("none", "silu", "relu", "gelu", "tanh")
 # How JoLA's expected-L0 penalty is scaled (see ``Interventions.penalty``).

@@ -1,9 +1,9 @@
 """Where to steer: find the decoder layers of any supported family and the tensor each site edits.
 
 Supported: every model with the ``model.layers[i].{self_attn,mlp}`` shape (Llama, Mistral, Qwen2,
-Qwen3, Gemma3 text, ...), bare or wrapped by peft. Sites are defined on the tensor that is added
-into (or is) the residual stream, so an edit at a site shifts the residual stream by exactly the
-edit:
+Qwen3, Gemma3 text, ...), bare or wrapped by peft. Except ``mlp_input`` and ``attn_heads``
+(module inputs), sites are defined on the tensor that is added into (or is) the residual stream,
+so an edit at such a site shifts the residual stream by exactly the edit:
 
 - ``block_output``: the decoder layer's output ``O = I' + MLP(Norm(I'))``, the residual stream after
   both skips (the paper's post-block site). Forward hook on the decoder layer; same for every
@@ -12,6 +12,15 @@ edit:
   the output of ``layer.mlp`` (forward hook on ``mlp``). Gemma2/3 (and any layer with a
   ``post_feedforward_layernorm``, i.e. "sandwich" norms): the output of
   ``post_feedforward_layernorm``, which is what is added to the residual (forward hook on it).
+- ``mlp_input``: the MLP's input, the paper's pre-MLP site ("updates to the input of the MLP",
+  Appendix A; §3.2's ``x``, "the post-attention hidden", after the MLP's norm where one precedes
+  it). Forward pre-hook on ``layer.mlp``, editing its first input, the same for every family; what
+  that tensor is depends on the family: Llama, Mistral, Qwen2, Qwen3:
+  ``post_attention_layernorm(I')`` (their pre-MLP norm); Gemma2/3: ``pre_feedforward_layernorm(I')``
+  (the MLP's output then goes through ``post_feedforward_layernorm`` before the add); a family
+  with no norm before its MLP (OLMo2's post-norms): ``I'`` itself, as the MLP reads it. Unlike the
+  other sites it is not added to the residual stream: the edit reaches it only through the MLP
+  (and its post-norm), so it shifts ``O`` by ``MLP(x + delta) - MLP(x)``, never by ``delta``.
 - ``attn_output``: what the attention branch adds to the residual stream. Llama, Mistral, Qwen2,
   Qwen3: ``self_attn``'s first output, after ``o_proj`` (forward hook on ``self_attn``; there
   ``post_attention_layernorm`` is the pre-MLP norm and is not touched). Gemma2/3: the output of
@@ -26,7 +35,9 @@ All of this reads transformers' module layout, not a public API, so each assumpt
 where it is used and raises naming the transformers version rather than steering the wrong
 tensor: the layer list's length against ``num_hidden_layers``, the sandwich norms against the
 model type, o_proj's width against ``num_attention_heads * head_dim`` (its head-major layout is a
-contract test, tests/test_guards.py).
+contract test, tests/test_guards.py), and, on every call, that the MLP and o_proj get the tensor
+an input site edits as their first positional argument, ``[batch, tokens, width]``
+(``attach.Interventions._site_input``).
 """
 
 from __future__ import annotations
@@ -223,6 +234,8 @@ def site_module(layer: nn.Module, site: str) -> tuple[nn.Module, str]:
         return layer, "output"
     if site == "mlp_output":
         return (layer.post_feedforward_layernorm if _sandwich_norms(layer) else layer.mlp), "output"
+    if site == "mlp_input":
+        return layer.mlp, "input"
     if site == "attn_output":
         if _sandwich_norms(layer):
             return layer.post_attention_layernorm, "output"

@@ -7,6 +7,7 @@ from torch import nn
 
 from steer_cli.engine.adapters import AdapterShape
 from steer_cli.engine.attach import Interventions, InterventionSpec, attach
+from steer_cli.engine.names import RESIDUAL_SITES
 from steer_cli.errors import SteerError
 from steer_cli.parts.kinds import (
     AdapterParts,
@@ -91,10 +92,11 @@ def _build_joint(model: nn.Module, recipe: Recipe) -> JointParts:
     if orth.enabled:
         from steer_cli.engine.joint import OrthSpec
 
-        if recipe.adapter.site == "attn_heads":  # its output goes through o_proj first
+        if recipe.adapter.site not in RESIDUAL_SITES:  # through o_proj or the MLP first
             raise SteerError(
-                "joint-orth projects an adapter that writes into the residual stream",
-                "use adapter.site block_output, mlp_output or attn_output",
+                "joint-orth projects an adapter that writes into the residual stream, not "
+                f"{recipe.adapter.site}",
+                f"use adapter.site {', '.join(RESIDUAL_SITES[:-1])} or {RESIDUAL_SITES[-1]}",
             )
 
         missing = [w for w in orth.writers if w not in recipe.lora.target_modules]
