@@ -230,6 +230,43 @@ def test_runs_without_predictions_keep_their_cells_and_say_what_is_missing(tmp_p
     assert "62.5" in result.output and "(+12.5)" in result.output
 
 
+def test_paired_needs_one_run_per_seed_and_judged_alike(tmp_path):
+    predicted(tmp_path, "pb-a", "postblock", 1, [1, 0, 1])
+    predicted(tmp_path, "pb-b", "postblock", 1, [1, 1, 1])
+    predicted(tmp_path, "sft", "sft", 1, [1, 0, 0])
+    got = cell(compare_json(str(tmp_path), "--baseline", "sft"), "postblock")
+    assert got["paired_missing"].startswith("this method: seed 1 has two runs")
+    assert got["interval"] is not None  # two runs, each a seed of the cell
+
+
+def test_judged_otherwise_is_not_paired(tmp_path):
+    _judged(tmp_path, "pb", "postblock", [1.0, 0.0, 1.0])
+    _judged(tmp_path, "sft", "sft", [0.0, 0.0, 1.0])
+    summary = tmp_path / "sft" / "eval" / "alpaca" / "summary.json"
+    summary.write_text(json.dumps(json.loads(summary.read_text()) | {"judge": "another"}))
+    got = cell(compare_json(str(tmp_path), "--baseline", "sft"), "postblock", "alpaca")
+    assert got["paired"] is None and got["paired_missing"].startswith("judged otherwise")
+    assert got["interval"] is not None
+
+
+@pytest.mark.parametrize(
+    ("runs", "reason"),
+    [
+        ([[1, 0, 1], [1, 0]], "its runs were scored on different test items"),
+        ([[1]], "fewer than two test items"),
+    ],
+)
+def test_cells_without_an_interval_say_why(tmp_path, runs, reason):
+    for seed, correct in enumerate(runs, start=1):
+        predicted(tmp_path, f"pb-{seed}", "postblock", seed, correct)
+    data = compare_json(str(tmp_path))
+    got = cell(data, "postblock")
+    assert got["interval"] is None and got["interval_missing"] == reason
+    assert data["statistics"]["missing"] == [
+        f"Llama-3.2-1B postblock (boolq): no interval: {reason}"
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "reason"),
     [

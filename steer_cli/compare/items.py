@@ -62,10 +62,8 @@ def _predictions(path: Path) -> list[tuple[tuple, float]]:
     for line in path.read_text().splitlines():
         if line.strip():
             row = json.loads(line)
-            correct = row["correct"]
-            if not isinstance(correct, bool):
-                raise ValueError(f"'correct' is {correct!r}, not true or false")
-            out.append(((json.dumps(row["prompt"]), json.dumps(row["gold"])), 100.0 * correct))
+            key = (json.dumps(row["prompt"]), json.dumps(row["gold"]))
+            out.append((key, 100.0 * row["correct"]))
     return out
 
 
