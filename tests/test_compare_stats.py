@@ -379,3 +379,21 @@ def test_bad_margins(tmp_path, args, fragment):
     result = runner.invoke(app, ["compare", str(tmp_path), *args])
     assert result.exit_code == 1 and fragment in result.output
     assert "Traceback" not in result.output
+
+
+def test_intervals_cover_the_true_mean_of_simulated_runs():
+    """Runs drawn from a known population (seed and item effects on the logit, 5 seeds x 100
+    items): the 95% interval holds the population's mean in at least 90% of 60 draws (items
+    alone: 44 of 60)."""
+    from steer_cli.compare.stats import interval
+
+    rng = np.random.default_rng(5)
+    a_big, b_big = rng.normal(0, 0.3, (4000, 1)), rng.normal(0, 1.0, (1, 4000))
+    truth = 100 * np.mean(1 / (1 + np.exp(-(0.3 + a_big + b_big))))
+    hits = 0
+    for _ in range(60):
+        a, b = rng.normal(0, 0.3, (5, 1)), rng.normal(0, 1.0, (1, 100))
+        runs = 100.0 * (rng.random((5, 100)) < 1 / (1 + np.exp(-(0.3 + a + b))))
+        got = interval(runs)
+        hits += got.low <= truth <= got.high
+    assert hits >= 54

@@ -6,7 +6,9 @@ print the same numbers).
   replacement, and the statistic is the mean score over the resampled seeds x items. Every seed
   is scored on the same items, so an item's difficulty is shared by all of them: it is drawn once
   for all seeds (a crossed design), and the interval counts both seed and item variation. One
-  run: items alone.
+  run: items alone. Noise particular to one (seed, item) is drawn with both, so the interval
+  errs wide when that noise dominates (Owen 2007, the "pigeonhole" bootstrap), and narrow with
+  three seeds that differ a lot (a bootstrap of three).
 - **The paired difference against ``--baseline``**: the mean of the per-(seed, item) differences
   over the seeds both methods ran and the items both were scored on; its interval is the same
   bootstrap of those differences.
