@@ -245,7 +245,7 @@ def test_judged_otherwise_is_not_paired(tmp_path):
     summary = tmp_path / "sft" / "eval" / "alpaca" / "summary.json"
     summary.write_text(json.dumps(json.loads(summary.read_text()) | {"judge": "another"}))
     got = cell(compare_json(str(tmp_path), "--baseline", "sft"), "postblock", "alpaca")
-    assert got["paired"] is None and got["paired_missing"].startswith("judged otherwise")
+    assert got["paired"] is None and got["paired_missing"].startswith("not all judged alike")
     assert got["interval"] is not None
 
 
@@ -301,6 +301,8 @@ def test_text_formats_carry_the_interval_the_difference_and_the_method(tmp_path)
     assert float(row["boolq_low"]) == pytest.approx(lo, abs=1e-3 * abs(lo))
     assert (row["boolq_verdict"], float(row["boolq_diff"])) == ("better", 20.0)
     assert "two-way percentile bootstrap" in result.stderr
+    latex = runner.invoke(app, [*args, "-f", "latex"]).stdout
+    assert f"[{lo:.1f}, {hi:.1f}]" in latex and "p$<$0.001 better" in latex
 
 
 def _judged(root: Path, name: str, method: str, preferences, lengths=None) -> None:

@@ -18,6 +18,7 @@ from steer_cli.compare.runs import Record
 from steer_cli.compare.stats import interval, paired
 
 Runs = dict[tuple[str, str], dict[str, list[Record]]]  # (model, label) -> task -> runs
+Reader = Callable[[Record], Items | str]
 
 
 def add_statistics(
@@ -55,7 +56,7 @@ def add_statistics(
     return notes
 
 
-def _reader() -> Callable[[Record], Items | str]:
+def _reader() -> Reader:
     """read_items, once per run (a run is read for its cell and again as the baseline's)."""
     cache: dict[str, Items | str] = {}
 
@@ -67,7 +68,7 @@ def _reader() -> Callable[[Record], Items | str]:
     return read
 
 
-def _loaded(runs: list[Record], read) -> list[Items] | str:
+def _loaded(runs: list[Record], read: Reader) -> list[Items] | str:
     """Every run's items, or which runs have none and why."""
     missing: dict[str, list[str]] = {}
     loaded = []
@@ -82,7 +83,7 @@ def _loaded(runs: list[Record], read) -> list[Items] | str:
     return loaded
 
 
-def _matrix(runs: list[Record], read) -> np.ndarray | str:
+def _matrix(runs: list[Record], read: Reader) -> np.ndarray | str:
     """Seeds x items scores of one cell, or why there are none."""
     loaded = _loaded(runs, read)
     if isinstance(loaded, str):
@@ -101,11 +102,11 @@ def _pair(
     theirs: list[Record],
     baseline: str,
     margin: float | None,
-    read,
+    read: Reader,
 ) -> None:
     """``cell.paired``: ours against the baseline's runs, seed by seed, on their shared items."""
     if len({r.judging for r in ours + theirs}) > 1:
-        cell.paired_missing = "judged otherwise than the baseline (judge, reference or set)"
+        cell.paired_missing = "not all judged alike (judge, reference or instructions)"
         return
     by_seed = [_by_seed(ours), _by_seed(theirs)]
     for side, name in zip(by_seed, ("this method", baseline), strict=True):

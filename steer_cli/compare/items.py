@@ -23,7 +23,7 @@ from steer_cli.evaluate.instructions import ANNOTATIONS, OUT_SUBDIR
 from steer_cli.rundir import PREDICTIONS
 
 ALPACA_ITEMS = OUT_SUBDIR / ANNOTATIONS
-_AGREE = 1e-6  # points: the items' mean against the run's recorded score
+_AGREE = 1e-6  # relative: how far the items' mean may be from the run's recorded score
 
 
 @dataclass(frozen=True)

@@ -182,7 +182,7 @@ def render(comparison: Comparison, records: list[Record], fmt: str, title: str):
         lines.append(" & ".join(_headers(comparison.columns)) + " \\\\")
         lines.append("\\midrule")
         for cells in _text_rows(comparison, pm="$\\pm$"):
-            escaped = [c.replace("%", "\\%").replace("_", "\\_") for c in cells]
+            escaped = [c.replace("%", "\\%").replace("_", "\\_").replace("<", "$<$") for c in cells]
             lines.append(" & ".join(escaped) + " \\\\")
         lines += ["\\bottomrule", "\\end{tabular}"]
         return "\n".join(lines) + "\n"
