@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +19,20 @@ def compare(
         typer.Argument(help="Run directories, or folders of runs (sweeps); none: the paper only."),
     ] = None,
     baseline: Annotated[
-        str | None, typer.Option("--baseline", help="Method to show deltas against, e.g. sft.")
+        str | None,
+        typer.Option(
+            "--baseline",
+            help="Method to compare each cell with, e.g. sft: paired difference over shared "
+            "seeds and items, its 95% interval, p-value and verdict.",
+        ),
+    ] = None,
+    margin: Annotated[
+        float | None,
+        typer.Option(
+            "--margin",
+            help="Points: a difference whose whole interval lies inside +-MARGIN is "
+            "'equivalent' (none without it).",
+        ),
     ] = None,
     paper: Annotated[
         str | None,
@@ -34,8 +48,14 @@ def compare(
         Path | None, typer.Option("--plot", help="Also draw a grouped bar chart (PNG/PDF/SVG).")
     ] = None,
 ) -> None:
-    """Tables of test results (mean +- std over seeds), beside the paper's published numbers."""
+    """Tables of test results (mean +- std over seeds, 95% intervals over seeds and test items),
+    beside the paper's published numbers."""
     from steer_cli import compare as cmp
+
+    if margin is not None and baseline is None:
+        raise SteerError("--margin needs --baseline", "e.g. --baseline sft --margin 2")
+    if margin is not None and not 0 < margin < math.inf:  # nan and inf too
+        raise SteerError(f"--margin {margin:g}: a margin is a positive number of points")
 
     if as_json and fmt not in ("table", "json"):
         raise SteerError(f"--json and --format {fmt} ask for two formats", "pass one of them")
@@ -47,7 +67,7 @@ def compare(
     if not dirs and paper is None:
         raise SteerError("nothing to compare", "pass run directories, --paper TABLE, or both")
     records = cmp.find_runs(dirs or [])
-    comparison = cmp.build_rows(records, baseline=baseline, paper=paper)
+    comparison = cmp.build_rows(records, baseline=baseline, paper=paper, margin=margin)
     if not comparison.rows:
         raise SteerError(
             "no finished test runs found",

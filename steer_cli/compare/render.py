@@ -18,6 +18,7 @@ from pathlib import Path
 from steer_cli.compare.paper import match_key
 from steer_cli.compare.rows import JUDGED, Cell, Comparison, Row
 from steer_cli.compare.runs import HELD_OUT, Record
+from steer_cli.compare.stats import LEVEL, RESAMPLES, SEED
 from steer_cli.errors import SteerError
 
 FORMATS = ("table", "markdown", "csv", "latex", "json")
@@ -33,7 +34,12 @@ TASK_TITLES = {
 MARK = "*"  # a paper cell of another variant than the run it sits beside, or judged otherwise
 
 
-def _cell_text(cell: Cell | None, places: int, pm: str = "±", mark: str = "") -> str:
+def _cell_text(
+    cell: Cell | None, places: int, pm: str = "±", mark: str = "", sep: str = " "
+) -> str:
+    """``63.0 ± 2.6 [58.1, 67.9] (-3.0 [-7.2, +1.1] p=0.21 inconclusive)``: mean ± std over
+    seeds, the 95% interval, and the paired difference with the baseline (else the delta of
+    the means); ``sep`` puts the interval and the difference on lines of their own."""
     if cell is None:
         return "-"
     text = f"{cell.mean:.{places}f}"
@@ -41,9 +47,21 @@ def _cell_text(cell: Cell | None, places: int, pm: str = "±", mark: str = "") -
         text += f" {pm} {cell.std:.{places}f}"
     if cell.se is not None:
         text += f" (SE {cell.se:.{places}f})"
-    if cell.delta is not None:
+    if cell.interval is not None:
+        text += f"{sep}[{cell.interval.low:.{places}f}, {cell.interval.high:.{places}f}]"
+    if cell.paired is not None:
+        d = cell.paired
+        text += (
+            f"{sep}({d.difference:+.{places}f} [{d.low:+.{places}f}, {d.high:+.{places}f}]"
+            f" {_p_text(d.p)} {d.verdict})"
+        )
+    elif cell.delta is not None:
         text += f" ({cell.delta:+.{places}f})"
     return text + mark
+
+
+def _p_text(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}" if p < 0.01 else f"p={p:.2f}"
 
 
 def _params_text(row: Row) -> str:
@@ -79,14 +97,14 @@ def _average_text(row: Row, comparison: Comparison, mark: str) -> str:
     return text
 
 
-def _text_rows(comparison: Comparison, pm: str = "±") -> list[list[str]]:
+def _text_rows(comparison: Comparison, pm: str = "±", sep: str = " ") -> list[list[str]]:
     out = []
     for row in comparison.rows:
         mark = "" if row.comparable else MARK
         out.append(
             [row.model, _method_text(row), _params_text(row)]
             + [
-                _cell_text(row.cells.get(t), comparison.places(t), pm, mark)
+                _cell_text(row.cells.get(t), comparison.places(t), pm, mark, sep)
                 for t in comparison.columns
             ]
             + [_average_text(row, comparison, mark)]
@@ -99,9 +117,11 @@ def _headers(columns: list[str]) -> list[str]:
 
 
 def notes(comparison: Comparison, records: list[Record]) -> list[tuple[str, str]]:
-    """``(kind, line)`` for everything printed under the table: marks, unmatched runs,
-    held-out (validation) trials, and runs that could not be read."""
+    """``(kind, line)`` for everything printed under the table: marks, unmatched runs, the
+    statistics (methods, and what has none), held-out (validation) trials, and runs that could
+    not be read."""
     out = [(_kind(line), line) for line in comparison.notes]
+    out += [("stats", line) for line in comparison.methods + comparison.missing]
     out += [("held-out", f"{r.status}: {r.path} ({r.reason})") for r in records if _held(r)]
     out += [("problem", f"{r.status}: {r.path} ({r.reason})") for r in _problems(records)]
     return out
@@ -119,7 +139,14 @@ def _problems(records: list[Record]) -> list[Record]:
     return [r for r in records if r.status not in ("ok", HELD_OUT)]
 
 
-_STYLES = {"mark": "dim", "judged": "dim", "note": "yellow", "held-out": "dim", "problem": "yellow"}
+_STYLES = {
+    "mark": "dim",
+    "judged": "dim",
+    "note": "yellow",
+    "stats": "dim",
+    "held-out": "dim",
+    "problem": "yellow",
+}
 
 
 def render(comparison: Comparison, records: list[Record], fmt: str, title: str):
@@ -132,7 +159,7 @@ def render(comparison: Comparison, records: list[Record], fmt: str, title: str):
         table = Table(title=title)
         for i, header in enumerate(_headers(comparison.columns)):
             table.add_column(header, justify="left" if i < 2 else "right")
-        for row, cells in zip(comparison.rows, _text_rows(comparison), strict=True):
+        for row, cells in zip(comparison.rows, _text_rows(comparison, sep="\n"), strict=True):
             table.add_row(*cells, style="dim" if row.source == "paper" else None)
         lines = [Text(line, style=_STYLES[kind]) for kind, line in notes(comparison, records)]
         return Group(table, *lines)
@@ -155,7 +182,7 @@ def render(comparison: Comparison, records: list[Record], fmt: str, title: str):
         lines.append(" & ".join(_headers(comparison.columns)) + " \\\\")
         lines.append("\\midrule")
         for cells in _text_rows(comparison, pm="$\\pm$"):
-            escaped = [c.replace("%", "\\%").replace("_", "\\_") for c in cells]
+            escaped = [c.replace("%", "\\%").replace("_", "\\_").replace("<", "$<$") for c in cells]
             lines.append(" & ".join(escaped) + " \\\\")
         lines += ["\\bottomrule", "\\end{tabular}"]
         return "\n".join(lines) + "\n"
@@ -179,6 +206,15 @@ def _json(comparison: Comparison, records: list[Record]) -> str:
         "decimals": {t: comparison.places(t) for t in comparison.columns},
         "rows": rows,
         "notes": comparison.notes,
+        "statistics": {
+            "level": LEVEL,
+            "resamples": RESAMPLES,
+            "rng_seed": SEED,
+            "baseline": comparison.baseline,
+            "margin": comparison.margin,
+            "method": comparison.methods,
+            "missing": comparison.missing,
+        },
         "held_out": [asdict(r) for r in records if _held(r)],
         "problems": [asdict(r) for r in _problems(records)],
     }
@@ -188,7 +224,8 @@ def _json(comparison: Comparison, records: list[Record]) -> str:
 def _csv(comparison: Comparison) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    suffixes = ("", "_std", "_n", "_delta", "_se")
+    suffixes = ("", "_std", "_n", "_delta", "_se", "_low", "_high")
+    suffixes += ("_diff", "_diff_low", "_diff_high", "_p", "_verdict")
     judged = [
         t
         for t in comparison.columns
@@ -207,6 +244,10 @@ def _csv(comparison: Comparison) -> str:
             n = "" if c is None or c.n is None else c.n
             values += [_num(c and c.mean), _num(c and c.std), n, _num(c and c.delta)]
             values.append(_num(c and c.se))
+            ci, d = c and c.interval, c and c.paired
+            values += [_num(ci and ci.low), _num(ci and ci.high)]
+            values += [_num(d and d.difference), _num(d and d.low), _num(d and d.high)]
+            values += [_num(d and d.p), d.verdict if d else ""]
         how = [row.cells[t].judging if t in row.cells else None for t in judged]
         writer.writerow(
             [row.model, row.method, row.source, row.name, row.same_variant, row.comparable]

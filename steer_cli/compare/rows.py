@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from steer_cli.compare.runs import TASK_ORDER, Judging
+from steer_cli.compare.stats import Interval, Paired
 from steer_cli.published import Variant
 
 JUDGED = "judged: "  # starts the note that says how a row's judged cell was judged
@@ -18,6 +19,10 @@ class Cell:
     delta: float | None = None  # mean minus the baseline method's mean (same model and task)
     se: float | None = None  # the standard error (Table 3: AlpacaEval's LC SE; runs: one run's)
     judging: Judging | None = None  # judged tasks (alpaca): judge, reference, instructions
+    interval: Interval | None = None  # 95% interval of the mean over seeds and items (runs)
+    paired: Paired | None = None  # against --baseline, over shared seeds and items
+    interval_missing: str | None = None  # why a runs cell has no interval
+    paired_missing: str | None = None  # why it has no paired difference with the baseline
 
 
 @dataclass
@@ -59,6 +64,10 @@ class Comparison:
     rows: list[Row]
     notes: list[str] = field(default_factory=list)
     decimals: dict[str, int] = field(default_factory=dict)  # per column; 1 unless listed
+    methods: list[str] = field(default_factory=list)  # how intervals, p and verdicts are made
+    missing: list[str] = field(default_factory=list)  # runs cells without them, and why
+    baseline: str | None = None
+    margin: float | None = None  # points: an interval inside +-margin is "equivalent"
 
     def places(self, task: str) -> int:
         return self.decimals.get(task, 1)

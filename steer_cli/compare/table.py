@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import statistics
 
+from steer_cli.compare.intervals import add_statistics
 from steer_cli.compare.paper import check_paper, with_paper
 from steer_cli.compare.rows import JUDGED, Cell, Comparison, Row, order_columns
 from steer_cli.compare.runs import Record
+from steer_cli.compare.stats import method_lines
 from steer_cli.errors import SteerError
 
 _DECIMALS = {"alpaca": 2}  # win rates: Table 3's precision (its gaps are 0.15 points)
 
 
 def build_rows(
-    records: list[Record], *, baseline: str | None = None, paper: str | None = None
+    records: list[Record],
+    *,
+    baseline: str | None = None,
+    paper: str | None = None,
+    margin: float | None = None,
 ) -> Comparison:
-    """The task columns and the rows (test scores only, with paper rows beside matching ones)."""
+    """The task columns and the rows (test scores only, with paper rows beside matching ones),
+    each runs cell with its interval (and paired difference with ``baseline``, read against
+    ``margin``)."""
     groups: dict[tuple[str, str], dict[str, list[Record]]] = {}
     params: dict[tuple[str, str], list[float]] = {}
     variants = {}
@@ -47,6 +55,9 @@ def build_rows(
 
     if baseline is not None:
         _add_deltas(rows, baseline)
+    missing = add_statistics(rows, groups, baseline, margin)
+    computed = any(c.interval or c.paired for row in rows for c in row.cells.values())
+    methods = method_lines(margin) if computed else []
     decimals = dict(_DECIMALS)
     if paper is not None:
         table = check_paper(paper)
@@ -54,7 +65,7 @@ def build_rows(
         notes += paper_notes
         decimals.update({task: table.decimals for task in table.tasks})
     columns = order_columns({t for row in rows for t in row.cells})
-    return Comparison(columns, rows, notes, decimals)
+    return Comparison(columns, rows, notes, decimals, methods, missing, baseline, margin)
 
 
 def _cell(runs: list[Record]) -> Cell:

@@ -82,22 +82,10 @@ def win_rate_stats(
 ) -> dict:
     """AlpacaEval's leaderboard numbers for one model against one reference (see the module
     doc); ``lc_fit`` holds the GLM's intercept and length coefficient."""
-    p = np.asarray(preferences, dtype=float)
+    p = _checked(preferences, model_lengths, reference_lengths)
     n = len(p)
-    if n == 0:
-        raise SteerError("no preferences to compute a win rate from")
-    if len(model_lengths) != n or len(reference_lengths) != n:
-        raise ValueError("one model length and one reference length per preference")
-    if np.any((p < 0) | (p > 1)) or np.any(np.isnan(p)):
-        raise ValueError("preferences must lie in [0, 1]")
-    delta = np.asarray(model_lengths, dtype=float) - np.asarray(reference_lengths, dtype=float)
-    spread = float(np.std(delta, ddof=1)) if n > 1 else 0.0
-    # All differences equal: length and intercept cannot be told apart; fit the intercept only.
-    length = np.tanh(delta / spread) if spread > 0 else np.zeros(n)
-    intercept, slope = logistic_fit(np.column_stack([np.ones(n), length]), p)
+    intercept, slope, spread, per_instruction = _length_fit(p, model_lengths, reference_lengths)
     lc = 1.0 / (1.0 + math.exp(-intercept))
-    fitted = 1.0 / (1.0 + np.exp(-(intercept + slope * length)))
-    per_instruction = lc + (p - fitted)  # each preference, its fitted length effect taken out
     return {
         "win_rate": 100 * float(p.mean()),
         "standard_error": _sem(p),
@@ -115,6 +103,45 @@ def win_rate_stats(
             "delta_length_std": spread,
         },
     }
+
+
+def lc_preferences(
+    preferences: Sequence[float], model_lengths: Sequence[int], reference_lengths: Sequence[int]
+) -> np.ndarray:
+    """Each instruction's length-controlled preference ``q_i`` (fractions; their mean is the LC
+    win rate): what ``steer compare`` resamples for a judged cell's interval."""
+    p = _checked(preferences, model_lengths, reference_lengths)
+    return _length_fit(p, model_lengths, reference_lengths)[3]
+
+
+def _checked(
+    preferences: Sequence[float], model_lengths: Sequence[int], reference_lengths: Sequence[int]
+) -> np.ndarray:
+    p = np.asarray(preferences, dtype=float)
+    n = len(p)
+    if n == 0:
+        raise SteerError("no preferences to compute a win rate from")
+    if len(model_lengths) != n or len(reference_lengths) != n:
+        raise ValueError("one model length and one reference length per preference")
+    if np.any((p < 0) | (p > 1)) or np.any(np.isnan(p)):
+        raise ValueError("preferences must lie in [0, 1]")
+    return p
+
+
+def _length_fit(
+    p: np.ndarray, model_lengths: Sequence[int], reference_lengths: Sequence[int]
+) -> tuple[float, float, float, np.ndarray]:
+    """The GLM's intercept and length coefficient, the length differences' std, and q_i."""
+    n = len(p)
+    delta = np.asarray(model_lengths, dtype=float) - np.asarray(reference_lengths, dtype=float)
+    spread = float(np.std(delta, ddof=1)) if n > 1 else 0.0
+    # All differences equal: length and intercept cannot be told apart; fit the intercept only.
+    length = np.tanh(delta / spread) if spread > 0 else np.zeros(n)
+    intercept, slope = logistic_fit(np.column_stack([np.ones(n), length]), p)
+    lc = 1.0 / (1.0 + math.exp(-intercept))
+    fitted = 1.0 / (1.0 + np.exp(-(intercept + slope * length)))
+    per_instruction = lc + (p - fitted)  # each preference, its fitted length effect taken out
+    return float(intercept), float(slope), spread, per_instruction
 
 
 def _sem(values: np.ndarray) -> float | None:
