@@ -8,8 +8,10 @@ each run's ``results.json`` / ``diagnostics.json`` and the oracle's ``oracle.jso
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Callable
+from pathlib import Path
 
 from claims_oracle import oracle_claims
 from claims_verdicts import (
@@ -26,15 +28,21 @@ from claims_verdicts import (
     at_least,
     diff_text,
     greater,
+    in_words,
     layer_mean,
+    majority,
     mean_std,
     paper,
+    paper_row,
     se_of_difference,
     seed_values,
+    signed,
     within,
 )
 
 __all__ = ["NOT_RUN", "NOT_SHOWN", "OPPOSITE", "SHOWN", "Claim", "Context", "claims"]
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "claims"
 
 
 def _pair(ctx: Context, a: str, b: str, verdict: Callable, rule: str) -> Finding:
@@ -65,21 +73,63 @@ def _listops(table: str, rows: list[str]) -> str:
     return ", ".join(f"{r} {paper(table, r, 'listops'):.1f}" for r in rows)
 
 
+def _listed(items: list[str]) -> str:
+    """``a, b and c``."""
+    return " and ".join(filter(None, [", ".join(items[:-1]), items[-1]])) if items else ""
+
+
+def _sft_gaps() -> list[float]:
+    """Table 1's ListOps gap of Ours below SFT, per model, at the table's precision."""
+    from steer_cli import published
+
+    table = published.PUBLISHED["table1"]
+    return [
+        round(
+            paper("table1", "SFT", "listops", m) - paper("table1", "Ours", "listops", m),
+            table.decimals,
+        )
+        for m in table.models
+    ]
+
+
+def _setting(ctx: Context, key: str, *path: str):
+    """A recipe's setting as its runs resolved it, or as its file states it if none ran."""
+    value = ctx.cell(key).setting(*path)
+    if value is None:
+        import yaml
+
+        value = yaml.safe_load((RECIPES / f"{key}.yaml").read_text())
+        for part in path:
+            value = (value or {}).get(part)
+    return value
+
+
+def _first_and_last(ctx: Context, key: str) -> str:
+    """``f7+l7`` positions as words: "first and last 7"."""
+    positions = _setting(ctx, key, "adapter", "positions")
+    first, last = re.fullmatch(r"f(\d+)\+l(\d+)", positions).groups()
+    return f"first and last {first}" if first == last else f"first {first} and last {last}"
+
+
 def claims(ctx: Context) -> list[Claim]:
     t1 = "Table 1, Llama-3.2-1B, ListOps: "
+    gaps = _sft_gaps()
+    margin = max(gaps)
     out = [
         Claim(
             "Post-block steering comes close to full fine-tuning",
             "§6.1 and Table 1 ('within a margin of full-parameter fine-tuning')",
-            t1 + _listops("table1", ["SFT", "Ours"]) + "; the ListOps gaps over the four models "
-            "are 0.8, 0.6, 3.1 and −1.9 points",
+            t1 + _listops("table1", ["SFT", "Ours"]) + f"; the ListOps gaps over the "
+            f"{in_words(len(gaps))} models are {_listed([signed(g) for g in gaps])} points",
             Finding(
                 f"A = `postblock` {ctx.cell('location/postblock').text()}; B = `sft` "
                 f"{ctx.cell('location/sft').text()}; A − B = "
                 f"{diff_text(ctx.cell('location/postblock'), ctx.cell('location/sft'))}",
-                within(ctx.cell("location/postblock").scores, ctx.cell("location/sft").scores, 3.1),
-                "shown if post-block's mean is at most 3.1 points (the paper's largest ListOps "
-                "gap) below SFT's",
+                within(
+                    ctx.cell("location/postblock").scores, ctx.cell("location/sft").scores, margin
+                ),
+                f"shown if post-block's mean is at most {signed(margin)} points (the paper's "
+                "largest ListOps gap) below SFT's",
                 _versus(ctx.cell("location/postblock"), ctx.cell("location/sft")),
             ),
             ("location/postblock", "location/sft"),
@@ -108,14 +158,15 @@ def claims(ctx: Context) -> list[Claim]:
         ),
         Claim(
             "Post-block beats ReFT at the same budget, most on ListOps",
-            "§6.1 and Table 1 (ReFT: LoReFT on every MLP output, r=8 as Ours)",
+            f"§6.1 and Table 1 (ReFT: LoReFT on every MLP output, "
+            f"r={paper_row('table1', 'ReFT').variant.rank} as Ours)",
             t1 + _listops("table1", ["Ours", "ReFT"]),
             _pair(ctx, "location/postblock", "location/reft", greater, GREATER_RULE),
             ("location/postblock", "location/reft"),
             "ReFT at its paper position, the last prompt token.",
         ),
         Claim(
-            "… and ReFT at pyreft's first and last 7 tokens",
+            f"… and ReFT at pyreft's {_first_and_last(ctx, 'location/reft-f7l7')} tokens",
             "§6.1 (the paper sweeps ReFT's positions; SPEC 5)",
             t1 + _listops("table1", ["Ours", "ReFT"]) + " (the best of the positions swept)",
             _pair(ctx, "location/postblock", "location/reft-f7l7", greater, GREATER_RULE),
@@ -124,7 +175,10 @@ def claims(ctx: Context) -> list[Claim]:
         Claim(
             "On 1B-scale models post-block matches or outperforms LoRA with fewer parameters",
             "§6.1 and Table 1",
-            t1 + _listops("table1", ["Ours", "LoRA"]) + " (0.04% against 0.45% of the weights)",
+            t1
+            + _listops("table1", ["Ours", "LoRA"])
+            + f" ({paper_row('table1', 'Ours').params} against "
+            f"{paper_row('table1', 'LoRA').params} of the weights)",
             _pair(ctx, "location/postblock", "location/lora", at_least, AT_LEAST_RULE),
             ("location/postblock", "location/lora"),
         ),
@@ -166,8 +220,9 @@ def _joint_claims(ctx: Context) -> list[Claim]:
         )
 
     strongest = _best(ctx, ["location/lora", "location/postblock"])
-    matched = ctx.cell("joint/adapter")
     orth = ctx.cell("joint/joint-orth")
+    lora_rank = _setting(ctx, "location/lora", "lora", "rank")
+    adapter_rank = _setting(ctx, "location/postblock", "adapter", "rank")
     cosine = layer_mean(("shift_cosine", "mean_abs"))
     cos_naive = seed_values(ctx.runs, "joint/joint", cosine)
     cos_orth = seed_values(ctx.runs, "joint/joint-orth", cosine)
@@ -193,25 +248,24 @@ def _joint_claims(ctx: Context) -> list[Claim]:
         ctx.runs, "joint/joint", lambda d: d["layers"][0]["subspace_overlap"]["chance"]
     )
     chance = chance_values[0] if chance_values else float("nan")  # k/d
+    top = seed_values(ctx.runs, "joint/joint", lambda d: d["layers"][0]["subspace_overlap"]["k"])
+    examples = seed_values(ctx.runs, "joint/joint", lambda d: d["sample"]["examples"])
+    examples += seed_values(ctx.runs, "joint/joint-orth", lambda d: d["sample"]["examples"])
     return [
         Claim(
             "Joint-Orth matches or exceeds the strongest single method",
             "§6.4 and Table 4",
             t4 + "; ".join(row(r) for r in ("LoRA (r=8)", "Adapter", "Joint-Orth")),
             Finding(
-                f"A = `joint-orth` {orth.text()}; B = the better of LoRA r=8 and the rank-8 "
-                f"adapter ({_name(strongest.key)}, {strongest.text()}): A − B = "
-                f"{diff_text(orth, strongest)}",
+                f"A = `joint-orth` {orth.text()}; B = the better of LoRA r={lora_rank} and the "
+                f"rank-{adapter_rank} adapter ({_name(strongest.key)}, {strongest.text()}): "
+                f"A − B = {diff_text(orth, strongest)}",
                 at_least(orth.scores, strongest.scores),
                 AT_LEAST_RULE,
                 _versus(orth, strongest),
             ),
             ("joint/joint-orth", "location/lora", "location/postblock", "joint/adapter"),
-            f"Table 4 matches the adapter's count to LoRA's. That adapter (rank 71, "
-            f"`joint/adapter`) scores {matched.text()} here, at the preset's LR and this budget; "
-            "its first two seeds (10.5% and 9.5%, below always answering the most common value) "
-            "made the joint runs pair LoRA with a rank-8 adapter instead, whose run alone is "
-            "`location/postblock`.",
+            _matched_adapter_note(ctx),
         ),
         Claim(
             "The orthogonality constraint helps: Joint-Orth beats naive Joint",
@@ -237,7 +291,9 @@ def _joint_claims(ctx: Context) -> list[Claim]:
                 _means("mean abs cos", cos_naive, cos_orth),
             ),
             ("joint/joint", "joint/joint-orth"),
-            "Measured on each run's own diagnostics.json (32 training examples), per seed.",
+            "Measured on each run's own diagnostics.json"
+            + (f" ({_one(examples)} training examples)" if examples else "")
+            + ", per seed.",
         ),
         Claim(
             "Under the constraint the adapter keeps its magnitude",
@@ -258,7 +314,8 @@ def _joint_claims(ctx: Context) -> list[Claim]:
             "§4.1 and Figure 3 (aligned top left-singular subspaces)",
             "Figure 3: 'nearly diagonal' inner products of the top singular vectors",
             Finding(
-                f"naive Joint, overlap of the top-8 subspaces of W_up and LoRA's down_proj B, "
+                f"naive Joint, overlap of the top-{_one(top) if top else 'k'} subspaces of W_up "
+                f"and LoRA's down_proj B, "
                 f"mean over layers: {mean_std(overlap_naive)} (chance {chance:.3f})",
                 NOT_RUN
                 if not overlap_naive
@@ -275,6 +332,37 @@ def _joint_claims(ctx: Context) -> list[Claim]:
             "trained parts write.",
         ),
     ]
+
+
+def _one(values: list) -> str:
+    """The value every seed shares ("32"), or their range if they differ ("16–32")."""
+    low, high = min(values), max(values)
+    return f"{low}" if low == high else f"{low}–{high}"
+
+
+def _matched_adapter_note(ctx: Context) -> str:
+    """Why the joint runs pair LoRA with a smaller adapter, from ``joint/adapter``'s own runs."""
+    matched = ctx.cell("joint/adapter")
+    lead = "Table 4 matches the adapter's count to LoRA's."
+    if not matched.n:
+        return f"{lead} That adapter (`joint/adapter`) has not run."
+    search = matched.results[0].get("rank_search") or {}
+    rank = search.get("rank", matched.setting("adapter", "rank"))  # the rank its search chose
+    first = matched.scores[:2]
+    floor = majority(matched.runs[0])
+    versus = (
+        "below always answering the most common value"
+        if max(first) < floor
+        else f"against {floor:.1f}% for always answering the most common value"
+    )
+    seeds = f"its first {in_words(len(first))} seeds" if len(first) > 1 else "its first seed"
+    return (
+        f"{lead} That adapter (rank {rank}, `joint/adapter`) scores {matched.text()} here, at "
+        f"the preset's LR and this budget; {seeds} "
+        f"({_listed([f'{v:.1f}%' for v in first])}, {versus}) made the joint runs pair LoRA "
+        f"with a rank-{_setting(ctx, 'joint/joint', 'adapter', 'rank')} adapter instead, whose "
+        "run alone is `location/postblock`."
+    )
 
 
 def _means(what: str, naive: list[float], orth: list[float]) -> str:
@@ -294,11 +382,20 @@ def _nonlinear_claims(ctx: Context) -> list[Claim]:
         )
     else:
         verdict = NOT_RUN
+    from steer_cli import published
+
+    digits = published.PUBLISHED["table3"].decimals
+    t3 = {
+        kind: paper("table3", f"Ours ({kind}, r=16)", "alpaca", "Llama-3.1-8B")
+        for kind in ("nonlinear", "linear")
+    }
     return [
         Claim(
             "A nonlinearity adds little to the post-block adapter",
-            "§6.3 and Figure 5 (Qwen3 0.6B to 8B on Winogrande); Table 3's 0.34-point gap",
-            "Table 3 (Llama-3.1-8B, AlpacaEval LC): nonlinear 11.34, linear 11.00",
+            "§6.3 and Figure 5 (Qwen3 0.6B to 8B on Winogrande); Table 3's "
+            f"{t3['nonlinear'] - t3['linear']:.{digits}f}-point gap",
+            f"Table 3 (Llama-3.1-8B, AlpacaEval LC): nonlinear {t3['nonlinear']:.{digits}f}, "
+            f"linear {t3['linear']:.{digits}f}",
             Finding(
                 f"A = `postblock-silu` {silu.text()}; B = `postblock` {linear.text()}; A − B = "
                 f"{diff_text(silu, linear)}",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
-from claims_verdicts import NOT_RUN, NOT_SHOWN, SHOWN, Claim, Context, Finding
+from claims_verdicts import NOT_RUN, NOT_SHOWN, SHOWN, Claim, Context, Finding, prose
 
 # Each claim's title, where the paper (or the blog) makes it, and the paper's own figure.
 SANITY = (
@@ -12,12 +13,19 @@ SANITY = (
     "§3.3 ('placing it before or after the MLP captures only the MLP's contribution')",
     "a construction: overwriting the block output reproduces SFT exactly",
 )
-MLP_SHARE = (
-    "MLP outputs are 40–70% of what a block writes",
-    "§3.3 ('MLP outputs account for only 40–70% of total block output magnitude', the "
-    "figure the text calls Figure 3; SPEC calls it Fig. 2)",
-    "40–70% across layers",
-)
+
+
+def _mlp_share() -> tuple[str, str, str]:
+    """§3.3's claim, its range from ``steer_cli.published.PROSE`` (checked against the paper)."""
+    low, high = prose("mlp_share")
+    return (
+        f"MLP outputs are {low}–{high}% of what a block writes",
+        f"§3.3 ('MLP outputs account for only {low}–{high}% of total block output magnitude', "
+        "the figure the text calls Figure 3; SPEC calls it Fig. 2)",
+        f"{low}–{high}% across layers",
+    )
+
+
 LOW_RANK = (
     "The oracle's steering vectors are close to low rank",
     "the blog ('their covariance had a concentrated spectrum')",
@@ -45,7 +53,8 @@ def oracle_claims(ctx: Context) -> list[Claim]:
     if o is None:
         missing = Finding("the oracle has not run", NOT_RUN, "")
         return [
-            Claim(*claim, missing, keys) for claim in (SANITY, MLP_SHARE, LOW_RANK, LINEAR, THEOREM)
+            Claim(*claim, missing, keys)
+            for claim in (SANITY, _mlp_share(), LOW_RANK, LINEAR, THEOREM)
         ]
     hidden, layers, kl = o["hidden_size"], o["layers"], o["kl"]
     tol = o["sanity"]["tolerance"]
@@ -61,7 +70,9 @@ def oracle_claims(ctx: Context) -> list[Claim]:
     linear = _kl(kl[f"linear rank {o['rank']}"])
     reft = next((r for r in o["runs"] if r["method"] == "reft"), None)
     median = statistics.median
-    where = f"`steer oracle` on the seed-42 SFT run, {o['samples']} prompts, {o['tokens']} tokens"
+    low, high = prose("mlp_share")
+    seed = Path(o["fine_tuned"]).name  # seed-42: the run the oracle analyses
+    where = f"`steer oracle` on the {seed} SFT run, {o['samples']} prompts, {o['tokens']} tokens"
     out = [
         Claim(
             *SANITY,
@@ -77,14 +88,14 @@ def oracle_claims(ctx: Context) -> list[Claim]:
             keys,
         ),
         Claim(
-            *MLP_SHARE,
+            *_mlp_share(),
             Finding(
                 f"{where}. Per layer of the SFT model, ||m|| / (||a|| + ||m||): median "
                 f"{median(shares):.0%}, range {min(shares):.0%}–{max(shares):.0%} over "
                 f"{len(shares)} layers; ||m|| / ||block update||: median {median(updates):.0%}, "
                 f"range {min(updates):.0%}–{max(updates):.0%}",
-                SHOWN if 0.4 <= median(shares) <= 0.7 else NOT_SHOWN,
-                "shown if the median layer's share of writes lies in 40–70%",
+                SHOWN if low / 100 <= median(shares) <= high / 100 else NOT_SHOWN,
+                f"shown if the median layer's share of writes lies in {low}–{high}%",
                 f"median {median(shares):.0%} ({min(shares):.0%}–{max(shares):.0%})",
             ),
             keys,
@@ -108,8 +119,8 @@ def oracle_claims(ctx: Context) -> list[Claim]:
         ratio = linear / max(_kl(reft["kl"]), 1e-12)
         lin = Finding(
             f"{where}. KL per generated token: the rank-{o['rank']} linearized oracle {linear:.3g} "
-            f"(full rank {_kl(kl['linear full']):.3g}), the trained seed-42 ReFT run "
-            f"{_kl(reft['kl']):.3g} (ratio {ratio:.2f}), the base model {base:.3g}",
+            f"(full rank {_kl(kl['linear full']):.3g}), the trained {Path(reft['path']).name} "
+            f"ReFT run {_kl(reft['kl']):.3g} (ratio {ratio:.2f}), the base model {base:.3g}",
             SHOWN if ratio >= 2 / 3 else NOT_SHOWN,
             "shown if the linearized oracle's KL is at least two thirds of ReFT's",
             f"KL linear {linear:.3g} vs ReFT {_kl(reft['kl']):.3g}",

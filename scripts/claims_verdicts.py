@@ -44,6 +44,13 @@ class Cell:
 
         return yaml.safe_load((self.runs[0] / "config.yaml").read_text())
 
+    def setting(self, *path: str):
+        """A value of the resolved recipe (``"adapter", "rank"``); ``None`` if nothing ran."""
+        value = self.config if self.runs else None
+        for part in path:
+            value = (value or {}).get(part)
+        return value
+
     @property
     def n(self) -> int:
         return len(self.scores)
@@ -62,18 +69,31 @@ class Cell:
         return f"{self.mean:.1f} ± {self.std:.1f} (n={self.n})"
 
 
+def _seed_of(path: Path) -> int:
+    return int(path.parent.name.removeprefix("seed-"))
+
+
 def read_cell(runs: Path, key: str) -> Cell:
     cell = Cell(key)
-    for results in sorted((runs / key).glob("seed-*/results.json")):
+    for results in sorted((runs / key).glob("seed-*/results.json"), key=_seed_of):
         cell.runs.append(results.parent)
         cell.results.append(json.loads(results.read_text()))
     return cell
 
 
+def majority(run: Path) -> float:
+    """The accuracy of always answering the test split's most common value, in % (the test
+    items are the same for every run)."""
+    import collections
+
+    golds = [json.loads(line)["gold"] for line in (run / "predictions.jsonl").open()]
+    return 100 * collections.Counter(golds).most_common(1)[0][1] / len(golds)
+
+
 def seed_values(runs: Path, key: str, read: Callable[[dict], float]) -> list[float]:
     """One number per seed of ``key`` from its diagnostics.json (joint runs)."""
     out = []
-    for path in sorted((runs / key).glob("seed-*/diagnostics.json")):
+    for path in sorted((runs / key).glob("seed-*/diagnostics.json"), key=_seed_of):
         out.append(read(json.loads(path.read_text())))
     return out
 
@@ -171,10 +191,12 @@ class Claim:
 
 
 class Context:
-    """The claims runs, read once."""
+    """The claims runs, read once; ``seeds``: those ``make claims`` trains each recipe with (what
+    the page's commands say for a recipe that has not run)."""
 
-    def __init__(self, runs: Path) -> None:
+    def __init__(self, runs: Path, seeds: tuple[int, ...] = ()) -> None:
         self.runs = runs
+        self.seeds = tuple(seeds)
         self._cells: dict[str, Cell] = {}
         path = runs / "oracle" / "oracle.json"
         self.oracle: dict | None = json.loads(path.read_text()) if path.is_file() else None
@@ -184,11 +206,40 @@ class Context:
             self._cells[key] = read_cell(self.runs, key)
         return self._cells[key]
 
+    def seeds_of(self, key: str) -> list[int]:
+        """The seeds ``key`` ran with, or those it would run with."""
+        return self.cell(key).seeds or list(self.seeds)
+
+
+def paper_row(table: str, row: str, model: str = "Llama-3.2-1B"):
+    """A row of the paper's table, from ``steer_cli.published`` (checked against the paper)."""
+    from steer_cli import published
+
+    for entry in published.PUBLISHED[table].rows:
+        if entry.model == model and entry.name == row:
+            return entry
+    raise KeyError(f"{table} has no row {row!r} for {model}")
+
 
 def paper(table: str, row: str, task: str, model: str = "Llama-3.2-1B") -> float:
-    from steer_cli.published import PUBLISHED
+    return paper_row(table, row, model).scores[task]
 
-    for entry in PUBLISHED[table].rows:
-        if entry.model == model and entry.name == row:
-            return entry.scores[task]
-    raise KeyError(f"{table} has no row {row!r} for {model}")
+
+def prose(name: str):
+    """A figure of the paper's prose (``steer_cli.published.PROSE``): its value."""
+    from steer_cli import published
+
+    return published.PROSE[name].value
+
+
+_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+def in_words(n: float) -> str:
+    """A count as the page's prose writes it: "three seeds", "four models" (1.5 stays 1.5)."""
+    return _WORDS[int(n)] if n == int(n) and 0 <= n < len(_WORDS) else f"{n:g}"
+
+
+def signed(x: float, digits: int = 1) -> str:
+    """A figure with a typographic minus, as the paper prints its gaps: "−1.9"."""
+    return f"{x:.{digits}f}".replace("-", "−")
