@@ -206,23 +206,7 @@ def render(ctx: Context, found: list[Claim], tables: dict[str, str], images: lis
         )
     lines += ["", "## The claims", ""]
     for n, claim in enumerate(found, 1):
-        lines += [
-            f'<a id="{n}"></a>',
-            f"### {n}. {claim.title}: {claim.finding.verdict}",
-            "",
-            f"- **Where**: {claim.source}.",
-            f"- **The paper's figure**: {claim.paper}.",
-            f"- **steer**: {claim.finding.measured}.",
-        ]
-        if claim.note:
-            lines.append(f"- **Note**: {claim.note}")
-        if claim.finding.rule:
-            lines.append(f"- **Rule**: {claim.finding.rule}.")
-        if claim.keys:
-            lines.append(
-                "- **Commands**: " + "; ".join(f"`{_command(ctx, k)}`" for k in claim.keys)
-            )
-        lines.append("")
+        lines += _claim_section(ctx, n, claim)
     lines += ["## Every run", ""] + _recipe_rows(ctx, keys) + [""]
     for group, table in tables.items():
         lines += [
@@ -233,22 +217,46 @@ def render(ctx: Context, found: list[Claim], tables: dict[str, str], images: lis
         ]
         lines += [f"![{group}](claims/{group}.png)", ""]
     if images and ctx.oracle:
-        sft = Path(ctx.oracle["fine_tuned"]).name  # seed-42: the oracle's seed
-        lines += [
-            "## The oracle",
-            "",
-            f"`steer oracle {ctx.oracle['base']} runs/claims/location/sft/{sft} --samples "
-            f"{ctx.oracle['samples']} --runs ...` "
-            f"with the {sft} runs of " + ", ".join(f"`{k}`" for k in ORACLE_RUNS) + " beside it "
-            "(their KL curves in the first plot). Its whole output: "
-            "`runs/claims/oracle/oracle.json`.",
-            "",
-        ]
-        lines += [f"![{name}](claims/{name}.png)" for name in images] + [""]
-        lines += _oracle_kl_table(ctx) + [""]
+        lines += _oracle_section(ctx, images)
     ran = _first(ctx, keys)
     lines += _not_measured(_size(ran.results[0]["base_params"]) if ran else "") + [""]
     return "\n".join(lines)
+
+
+def _claim_section(ctx: Context, n: int, claim: Claim) -> list[str]:
+    lines = [
+        f'<a id="{n}"></a>',
+        f"### {n}. {claim.title}: {claim.finding.verdict}",
+        "",
+        f"- **Where**: {claim.source}.",
+        f"- **The paper's figure**: {claim.paper}.",
+        f"- **steer**: {claim.finding.measured}.",
+    ]
+    if claim.note:
+        lines.append(f"- **Note**: {claim.note}")
+    if claim.finding.rule:
+        lines.append(f"- **Rule**: {claim.finding.rule}.")
+    if claim.keys:
+        lines.append("- **Commands**: " + "; ".join(f"`{_command(ctx, k)}`" for k in claim.keys))
+    return [*lines, ""]
+
+
+def _oracle_section(ctx: Context, images: list[str]) -> list[str]:
+    sft = Path(ctx.oracle["fine_tuned"]).name  # seed-42: the oracle's seed
+    return [
+        "## The oracle",
+        "",
+        f"`steer oracle {ctx.oracle['base']} runs/claims/location/sft/{sft} --samples "
+        f"{ctx.oracle['samples']} --runs ...` "
+        f"with the {sft} runs of " + ", ".join(f"`{k}`" for k in ORACLE_RUNS) + " beside it "
+        "(their KL curves in the first plot). Its whole output: "
+        "`runs/claims/oracle/oracle.json`.",
+        "",
+        *[f"![{name}](claims/{name}.png)" for name in images],
+        "",
+        *_oracle_kl_table(ctx),
+        "",
+    ]
 
 
 def _oracle_kl_table(ctx: Context) -> list[str]:

@@ -1,5 +1,7 @@
 """What the claims report measures and how it judges: seeds' accuracies (``Cell``), the verdict
-rules, and the ``Claim`` record (the claims themselves are in :mod:`claims_list`)."""
+rules, the ``Claim`` record, and the pieces claims are built from: the runs' settings and the
+paper's figures (``steer_cli.published``). The claims themselves are in :mod:`claims_list`,
+:mod:`claims_joint` and :mod:`claims_oracle`."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SHOWN, NOT_SHOWN, OPPOSITE, NOT_RUN = "shown", "not shown at this scale", "opposite", "not run"
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "claims"
 
 # -- measurements ------------------------------------------------------------------------------
 
@@ -209,6 +212,50 @@ class Context:
     def seeds_of(self, key: str) -> list[int]:
         """The seeds ``key`` ran with, or those it would run with."""
         return self.cell(key).seeds or list(self.seeds)
+
+
+# -- building claims ---------------------------------------------------------------------------
+
+
+def pair(ctx: Context, a: str, b: str, verdict: Callable, rule: str) -> Finding:
+    ca, cb = ctx.cell(a), ctx.cell(b)
+    measured = (
+        f"A = {run_name(a)} {ca.text()}; B = {run_name(b)} {cb.text()}; A − B = {diff_text(ca, cb)}"
+    )
+    return Finding(measured, verdict(ca.scores, cb.scores), rule, versus(ca, cb))
+
+
+def versus(a: Cell, b: Cell) -> str:
+    if not a.n or not b.n:
+        return "not run"
+    return f"{a.key.split('/')[-1]} {a.mean:.1f} vs {b.key.split('/')[-1]} {b.mean:.1f}"
+
+
+def run_name(key: str) -> str:
+    return f"`{key.split('/')[-1]}`"
+
+
+def best(ctx: Context, keys: list[str]) -> Cell:
+    """The cell with the best mean (an empty one if none ran)."""
+    ran = [ctx.cell(k) for k in keys if ctx.cell(k).n]
+    return max(ran, key=lambda c: c.mean) if ran else Cell(" or ".join(keys))
+
+
+def listed(items: list[str]) -> str:
+    """``a, b and c``."""
+    return " and ".join(filter(None, [", ".join(items[:-1]), items[-1]])) if items else ""
+
+
+def recipe_setting(ctx: Context, key: str, *path: str):
+    """A recipe's setting as its runs resolved it, or as its file states it if none ran."""
+    value = ctx.cell(key).setting(*path)
+    if value is None:
+        import yaml
+
+        value = yaml.safe_load((RECIPES / f"{key}.yaml").read_text())
+        for part in path:
+            value = (value or {}).get(part)
+    return value
 
 
 def paper_row(table: str, row: str, model: str = "Llama-3.2-1B"):

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import claims  # noqa: E402
+import claims_joint  # noqa: E402
 import claims_list  # noqa: E402
 import claims_report  # noqa: E402
 import claims_verdicts  # noqa: E402
@@ -269,7 +270,7 @@ def test_the_matched_adapters_note_comes_from_its_runs(tmp_path):
     committed = tmp_path / "committed"
     _fake_adapter_runs(committed, [0.105, 0.095, 0.0], 71, golds)
     assert claims_verdicts.majority(committed / "joint/adapter/seed-42") == 13.0
-    note = claims_list._matched_adapter_note(claims_verdicts.Context(committed))
+    note = claims_joint.matched_adapter_note(claims_verdicts.Context(committed))
     assert note == (
         "Table 4 matches the adapter's count to LoRA's. That adapter (rank 71, `joint/adapter`) "
         "scores 6.7 ± 5.8 (n=3) here, at the preset's LR and this budget; its first two seeds "
@@ -278,7 +279,7 @@ def test_the_matched_adapters_note_comes_from_its_runs(tmp_path):
     )
     other = tmp_path / "other"
     _fake_adapter_runs(other, [0.2, 0.15], 33, golds)
-    note = claims_list._matched_adapter_note(claims_verdicts.Context(other))
+    note = claims_joint.matched_adapter_note(claims_verdicts.Context(other))
     assert "That adapter (rank 33, `joint/adapter`) scores 17.5 ± 3.5 (n=2)" in note
     assert "(20.0% and 15.0%, against 13.0% for always answering the most common value)" in note
-    assert "has not run" in claims_list._matched_adapter_note(claims_verdicts.Context(tmp_path))
+    assert "has not run" in claims_joint.matched_adapter_note(claims_verdicts.Context(tmp_path))
