@@ -185,6 +185,8 @@ def _tiny_claim(ctx: Context) -> Claim:
 
 
 def _nonlinear_claim(ctx: Context) -> Claim:
+    from steer_cli import published
+
     silu, linear = ctx.cell("nonlinear/postblock-silu"), ctx.cell("location/postblock")
     if silu.n and linear.n:
         gap = abs(silu.mean - linear.mean)
@@ -195,8 +197,6 @@ def _nonlinear_claim(ctx: Context) -> Claim:
         )
     else:
         verdict = NOT_RUN
-    from steer_cli import published
-
     digits = published.PUBLISHED["table3"].decimals
     t3 = {
         kind: paper("table3", f"Ours ({kind}, r=16)", "alpaca", "Llama-3.1-8B")

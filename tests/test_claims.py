@@ -251,6 +251,27 @@ def test_the_papers_figures_come_from_published(smoke, monkeypatch):
     assert "--sweep --seeds 6 \\" in page
 
 
+def test_the_verdict_on_sft_follows_the_papers_largest_gap(smoke, monkeypatch):
+    """Claim 1's margin is Table 1's largest ListOps gap: move every model's SFT cell to put it
+    a point above, then a point below, the runs' own gap, and the verdict turns."""
+    from steer_cli import published
+
+    runs, _, _, _ = smoke
+    ctx = claims_verdicts.Context(runs, SMOKE_SEEDS)
+    gap = ctx.cell("location/sft").mean - ctx.cell("location/postblock").mean
+    for margin, verdict in ((gap + 1, SHOWN), (gap - 1, NOT_SHOWN)):
+        for model in published.PUBLISHED["table1"].models:
+            ours = claims_verdicts.paper("table1", "Ours", "listops", model)
+            sft = claims_verdicts.paper_row("table1", "SFT", model)
+            listops = round(ours + margin, 1)
+            _with_row(
+                monkeypatch, "table1", model, "SFT", scores={**sft.scores, "listops": listops}
+            )
+        found = claims_list.claims(claims_verdicts.Context(runs, SMOKE_SEEDS))
+        close = _by_title(found, "Post-block steering comes close")
+        assert close.finding.verdict == verdict, (gap, margin)
+
+
 def _fake_adapter_runs(runs: Path, accuracies: list[float], rank: int, golds: list[str]) -> None:
     """joint/adapter's files as a finished seed leaves them, with these numbers in them."""
     for seed, accuracy in zip((42, 43, 44), accuracies, strict=False):
