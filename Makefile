@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q
 LOCK := -c constraints.txt
 
-.PHONY: install quickstart test lint lock figures test-compat bench claims
+.PHONY: install quickstart test check-paper lint lock figures test-compat bench claims
 
 # Every install is pinned by constraints.txt, so a fresh clone gets the stack CI tested on any
 # day. torch comes first: any other torch request would pull gigabytes of CUDA wheels.
@@ -29,6 +29,13 @@ quickstart: install
 
 test: install
 	$(PY) -m pytest -q
+
+# tests/data/paper_tables.md and published.PROSE against the paper's text, which is not in the
+# repository (so `make test` does without it); PAPER is the text or a folder holding 002_*.txt.
+# CI runs it after `make test`; without the text it fails (scripts/check_paper.py).
+PAPER ?= ../shared/reference
+check-paper: install
+	$(PY) scripts/check_paper.py $(PAPER)
 
 lint: install
 	$(VENV)/bin/ruff check steer_cli tests recipes scripts bench

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
-from claims_verdicts import NOT_RUN, NOT_SHOWN, SHOWN, Claim, Context, Finding
+from claims_verdicts import NOT_RUN, NOT_SHOWN, SHOWN, Claim, Context, Finding, prose
 
 # Each claim's title, where the paper (or the blog) makes it, and the paper's own figure.
 SANITY = (
@@ -12,12 +13,19 @@ SANITY = (
     "§3.3 ('placing it before or after the MLP captures only the MLP's contribution')",
     "a construction: overwriting the block output reproduces SFT exactly",
 )
-MLP_SHARE = (
-    "MLP outputs are 40–70% of what a block writes",
-    "§3.3 ('MLP outputs account for only 40–70% of total block output magnitude', the "
-    "figure the text calls Figure 3; SPEC calls it Fig. 2)",
-    "40–70% across layers",
-)
+
+
+def _mlp_share() -> tuple[str, str, str]:
+    """§3.3's claim, its range from ``steer_cli.published.PROSE`` (checked against the paper)."""
+    low, high = prose("mlp_share")
+    return (
+        f"MLP outputs are {low}–{high}% of what a block writes",
+        f"§3.3 ('MLP outputs account for only {low}–{high}% of total block output magnitude', "
+        "the figure the text calls Figure 3; SPEC calls it Fig. 2)",
+        f"{low}–{high}% across layers",
+    )
+
+
 LOW_RANK = (
     "The oracle's steering vectors are close to low rank",
     "the blog ('their covariance had a concentrated spectrum')",
@@ -45,95 +53,97 @@ def oracle_claims(ctx: Context) -> list[Claim]:
     if o is None:
         missing = Finding("the oracle has not run", NOT_RUN, "")
         return [
-            Claim(*claim, missing, keys) for claim in (SANITY, MLP_SHARE, LOW_RANK, LINEAR, THEOREM)
+            Claim(*claim, missing, keys)
+            for claim in (SANITY, _mlp_share(), LOW_RANK, LINEAR, THEOREM)
         ]
-    hidden, layers, kl = o["hidden_size"], o["layers"], o["kl"]
-    tol = o["sanity"]["tolerance"]
-    base = _kl(kl["base"])
+    seed = Path(o["fine_tuned"]).name  # seed-42: the run the oracle analyses
+    where = f"`steer oracle` on the {seed} SFT run, {o['samples']} prompts, {o['tokens']} tokens"
+    return [
+        Claim(*SANITY, _sanity(o, where), keys),
+        Claim(*_mlp_share(), _share(o, where), keys),
+        Claim(*LOW_RANK, _low_rank(o, where), keys),
+        Claim(
+            *LINEAR,
+            _linear(o, where),
+            (*keys, "location/reft"),
+            "The linear maps are fitted on the same prompts they are scored on (in-sample).",
+        ),
+        Claim(*THEOREM, _theorem(o, where), keys),
+    ]
+
+
+def _sanity(o: dict, where: str) -> Finding:
+    kl, tol = o["kl"], o["sanity"]["tolerance"]
     block, mlp, attn = (
         _kl(kl[f"oracle {s}"]) for s in ("block_output", "mlp_output", "attn_output")
     )
     sub_ok = block <= tol and min(mlp, attn) > 10 * tol
-    shares = [layer["mlp_share"]["ft"]["of_writes"] for layer in layers]
-    updates = [layer["mlp_share"]["ft"]["of_update"] for layer in layers]
-    ranks = [layer["spectrum"]["effective_rank"] for layer in layers]
-    errors = [layer["expressivity"]["relative_error"] for layer in layers]
-    linear = _kl(kl[f"linear rank {o['rank']}"])
-    reft = next((r for r in o["runs"] if r["method"] == "reft"), None)
+    return Finding(
+        f"{where}. KL(SFT ‖ ·) per generated token, nats: block-output oracle {block:.2e}, "
+        f"MLP-output oracle {mlp:.3g}, attention-output oracle {attn:.3g}; the base "
+        f"model {_kl(kl['base']):.3g}",
+        SHOWN if sub_ok else NOT_SHOWN,
+        f"shown if the block-output oracle's KL is within the sanity tolerance ({tol:g}) "
+        "and both sub-layer oracles' exceed ten times it",
+        f"KL block {block:.1e}, MLP {mlp:.2g}, attention {attn:.2g}",
+    )
+
+
+def _share(o: dict, where: str) -> Finding:
+    shares = [layer["mlp_share"]["ft"]["of_writes"] for layer in o["layers"]]
+    updates = [layer["mlp_share"]["ft"]["of_update"] for layer in o["layers"]]
     median = statistics.median
-    where = f"`steer oracle` on the seed-42 SFT run, {o['samples']} prompts, {o['tokens']} tokens"
-    out = [
-        Claim(
-            *SANITY,
-            Finding(
-                f"{where}. KL(SFT ‖ ·) per generated token, nats: block-output oracle {block:.2e}, "
-                f"MLP-output oracle {mlp:.3g}, attention-output oracle {attn:.3g}; the base "
-                f"model {base:.3g}",
-                SHOWN if sub_ok else NOT_SHOWN,
-                f"shown if the block-output oracle's KL is within the sanity tolerance ({tol:g}) "
-                "and both sub-layer oracles' exceed ten times it",
-                f"KL block {block:.1e}, MLP {mlp:.2g}, attention {attn:.2g}",
-            ),
-            keys,
-        ),
-        Claim(
-            *MLP_SHARE,
-            Finding(
-                f"{where}. Per layer of the SFT model, ||m|| / (||a|| + ||m||): median "
-                f"{median(shares):.0%}, range {min(shares):.0%}–{max(shares):.0%} over "
-                f"{len(shares)} layers; ||m|| / ||block update||: median {median(updates):.0%}, "
-                f"range {min(updates):.0%}–{max(updates):.0%}",
-                SHOWN if 0.4 <= median(shares) <= 0.7 else NOT_SHOWN,
-                "shown if the median layer's share of writes lies in 40–70%",
-                f"median {median(shares):.0%} ({min(shares):.0%}–{max(shares):.0%})",
-            ),
-            keys,
-        ),
-        Claim(
-            *LOW_RANK,
-            Finding(
-                f"{where}. Effective rank of δ per layer: median {median(ranks):.1f}, range "
-                f"{min(ranks):.1f}–{max(ranks):.1f}, of a hidden size of {hidden}",
-                SHOWN if median(ranks) <= hidden / 10 else NOT_SHOWN,
-                f"shown if the median effective rank is at most a tenth of the hidden size "
-                f"({hidden / 10:.0f})",
-                f"median effective rank {median(ranks):.1f} of {hidden}",
-            ),
-            keys,
-        ),
-    ]
+    low, high = prose("mlp_share")
+    return Finding(
+        f"{where}. Per layer of the SFT model, ||m|| / (||a|| + ||m||): median "
+        f"{median(shares):.0%}, range {min(shares):.0%}–{max(shares):.0%} over "
+        f"{len(shares)} layers; ||m|| / ||block update||: median {median(updates):.0%}, "
+        f"range {min(updates):.0%}–{max(updates):.0%}",
+        SHOWN if low / 100 <= median(shares) <= high / 100 else NOT_SHOWN,
+        f"shown if the median layer's share of writes lies in {low}–{high}%",
+        f"median {median(shares):.0%} ({min(shares):.0%}–{max(shares):.0%})",
+    )
+
+
+def _low_rank(o: dict, where: str) -> Finding:
+    ranks = [layer["spectrum"]["effective_rank"] for layer in o["layers"]]
+    hidden, median = o["hidden_size"], statistics.median(ranks)
+    return Finding(
+        f"{where}. Effective rank of δ per layer: median {median:.1f}, range "
+        f"{min(ranks):.1f}–{max(ranks):.1f}, of a hidden size of {hidden}",
+        SHOWN if median <= hidden / 10 else NOT_SHOWN,
+        f"shown if the median effective rank is at most a tenth of the hidden size "
+        f"({hidden / 10:.0f})",
+        f"median effective rank {median:.1f} of {hidden}",
+    )
+
+
+def _linear(o: dict, where: str) -> Finding:
+    reft = next((r for r in o["runs"] if r["method"] == "reft"), None)
     if reft is None:
-        lin = Finding("no ReFT run beside the oracle", NOT_RUN, "")
-    else:
-        ratio = linear / max(_kl(reft["kl"]), 1e-12)
-        lin = Finding(
-            f"{where}. KL per generated token: the rank-{o['rank']} linearized oracle {linear:.3g} "
-            f"(full rank {_kl(kl['linear full']):.3g}), the trained seed-42 ReFT run "
-            f"{_kl(reft['kl']):.3g} (ratio {ratio:.2f}), the base model {base:.3g}",
-            SHOWN if ratio >= 2 / 3 else NOT_SHOWN,
-            "shown if the linearized oracle's KL is at least two thirds of ReFT's",
-            f"KL linear {linear:.3g} vs ReFT {_kl(reft['kl']):.3g}",
-        )
-    out.append(
-        Claim(
-            *LINEAR,
-            lin,
-            (*keys, "location/reft"),
-            "The linear maps are fitted on the same prompts they are scored on (in-sample).",
-        )
+        return Finding("no ReFT run beside the oracle", NOT_RUN, "")
+    kl = o["kl"]
+    linear = _kl(kl[f"linear rank {o['rank']}"])
+    ratio = linear / max(_kl(reft["kl"]), 1e-12)
+    return Finding(
+        f"{where}. KL per generated token: the rank-{o['rank']} linearized oracle {linear:.3g} "
+        f"(full rank {_kl(kl['linear full']):.3g}), the trained {Path(reft['path']).name} "
+        f"ReFT run {_kl(reft['kl']):.3g} (ratio {ratio:.2f}), the base model "
+        f"{_kl(kl['base']):.3g}",
+        SHOWN if ratio >= 2 / 3 else NOT_SHOWN,
+        "shown if the linearized oracle's KL is at least two thirds of ReFT's",
+        f"KL linear {linear:.3g} vs ReFT {_kl(reft['kl']):.3g}",
     )
-    out.append(
-        Claim(
-            *THEOREM,
-            Finding(
-                f"{where}. Optimal relative error of a linear post-block steer matching the best "
-                f"rank-{o['rank']} post-MLP one, per layer: median {median(errors):.2f}, range "
-                f"{min(errors):.2f}–{max(errors):.2f}",
-                SHOWN if median(errors) <= 0.5 else NOT_SHOWN,
-                "shown if the median layer's relative error is at most 0.5",
-                f"median relative error {median(errors):.2f}",
-            ),
-            keys,
-        )
+
+
+def _theorem(o: dict, where: str) -> Finding:
+    errors = [layer["expressivity"]["relative_error"] for layer in o["layers"]]
+    median = statistics.median(errors)
+    return Finding(
+        f"{where}. Optimal relative error of a linear post-block steer matching the best "
+        f"rank-{o['rank']} post-MLP one, per layer: median {median:.2f}, range "
+        f"{min(errors):.2f}–{max(errors):.2f}",
+        SHOWN if median <= 0.5 else NOT_SHOWN,
+        "shown if the median layer's relative error is at most 0.5",
+        f"median relative error {median:.2f}",
     )
-    return out

@@ -3,15 +3,16 @@ of :mod:`claims_list`, ``steer compare``'s tables and charts, and the oracle's p
 
 from __future__ import annotations
 
-import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from claims_list import NOT_RUN, NOT_SHOWN, OPPOSITE, SHOWN, Claim, Context, claims
+from claims_verdicts import in_words, majority, prose
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {
@@ -20,7 +21,7 @@ GROUPS = {
     "joint": "Joint training (Table 4's shape)",
     "nonlinear": "Nonlinearity (section 6.3's question)",
 }
-# The seed-42 runs whose KL curves `steer oracle` draws beside the linearized oracle's.
+# The runs (the oracle's seed) whose KL curves `steer oracle` draws beside the linearized one.
 ORACLE_RUNS = (
     "location/postblock",
     "location/postmlp",
@@ -68,8 +69,13 @@ def _recipe_rows(ctx: Context, keys: list[str]) -> list[str]:
     return rows
 
 
+def _first(ctx: Context, keys: list[str]):
+    """The first recipe that ran (its cell), or ``None``."""
+    return next((ctx.cell(k) for k in keys if ctx.cell(k).n), None)
+
+
 def _setting(ctx: Context, keys: list[str]) -> list[str]:
-    first = next((ctx.cell(k) for k in keys if ctx.cell(k).n), None)
+    first = _first(ctx, keys)
     if first is None:
         return ["No run has finished yet: run `make claims`."]
     config = first.config
@@ -82,36 +88,56 @@ def _setting(ctx: Context, keys: list[str]) -> list[str]:
         untrained = (before.results[0]["eval"].get("before") or {}).get("accuracy")
         if untrained is not None:
             base = f" The base model, untrained, scores {100 * untrained:.1f}%"
-            base += f"; always answering the most common value, {_majority(before.runs[0]):.1f}%."
+            base += f"; always answering the most common value, {majority(before.runs[0]):.1f}%."
     listops = data.get("listops") or {}
     embedded = " (the embedded default)" if config["model"]["name"] == "smollm2-135m" else ""
     steps = first.results[0]["steps"]
     return [
         f"- **Model**: `{config['model']['name']}`{embedded}. **Task**: generated "
         f"ListOps, depth at most {listops.get('depth')}, arity at most {listops.get('arity')}; "
-        f"{data['train_size']} training expressions (one epoch, batches of "
+        f"{data['train_size']} training expressions ({_epochs(config['train']['epochs'])}, "
+        "batches of "
         f"{config['train']['batch_size']}), {data['test_size']} held-out test expressions, "
         f"disjoint from training (one seeded stream, cut test first).{base}",
         "- **Seeds**: " + ", ".join(str(s) for s in first.seeds) + " per recipe; a score is the "
         "mean ± sample std over seeds, n = seeds. The test items are the same for every run, so "
         "the spread is training noise only.",
         "- **Learning rates**: each method's preset (the middle of its grid). The paper picks "
-        "each LR on validation from five; this report has no room for that sweep, which "
-        "weighs against methods whose best LR at this budget is far from the preset's.",
+        f"each LR on validation from {in_words(prose('lr_grid'))}; this report has no room for "
+        "that sweep, which weighs against methods whose best LR at this budget is far from the "
+        "preset's.",
         f"- **Cost**: {runs} runs, {wall / 60:.0f} min of wall time on {os.cpu_count()} CPU "
         f"cores ({platform.machine()}, torch {_version('torch')}, transformers "
         f"{_version('transformers')}, peft {_version('peft')}).",
-        f"- **Scale**: {steps} optimizer steps (LoFiT: that, twice) of a 135M model, against "
-        "the paper's 1B–8B models on full datasets. 'Not shown at this scale' means what it says.",
+        f"- **Scale**: {steps} optimizer steps (LoFiT: that, twice) of a "
+        f"{_size(first.results[0]['base_params'])} model, against the paper's {_paper_sizes()} "
+        "models on full datasets. 'Not shown at this scale' means what it says.",
     ]
 
 
-def _majority(run: Path) -> float:
-    """The accuracy of always answering the test split's most common value, in %."""
-    import collections
+def _epochs(n: int) -> str:
+    return f"{in_words(n)} epoch" + ("s" if n != 1 else "")
 
-    golds = [json.loads(line)["gold"] for line in (run / "predictions.jsonl").open()]
-    return 100 * collections.Counter(golds).most_common(1)[0][1] / len(golds)
+
+def _size(parameters: int) -> str:
+    """A parameter count as models are named: 134,515,008 -> "135M"."""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if parameters >= scale:
+            return f"{parameters / scale:.0f}{unit}"
+    return str(parameters)
+
+
+def _paper_sizes() -> str:
+    """The range of the paper's model sizes, from the names of its tables' models: "1B–8B"."""
+    from steer_cli import published
+
+    sizes = [
+        float(found.group(1))
+        for table in published.PUBLISHED.values()
+        for model in table.models
+        if (found := re.search(r"(\d+(?:\.\d+)?)[Bb]$", model))
+    ]
+    return f"{min(sizes):g}B–{max(sizes):g}B"
 
 
 def _version(package: str) -> str:
@@ -120,12 +146,27 @@ def _version(package: str) -> str:
     return version(package)
 
 
-def _command(key: str) -> str:
+def _command(ctx: Context, key: str) -> str:
     group, name = key.split("/")
     return (
-        f"for s in 42 43 44; do steer train recipes/claims/{key}.yaml train.seed=$s "
-        f"-o runs/claims/{group}/{name}/seed-$s; done"
+        f"for s in {' '.join(map(str, ctx.seeds_of(key)))}; do steer train "
+        f"recipes/claims/{key}.yaml train.seed=$s -o runs/claims/{group}/{name}/seed-$s; done"
     )
+
+
+def _model(ctx: Context, keys: list[str]) -> str:
+    """The model the runs trained: the embedded one by its name, another by its spec."""
+    from steer_cli.models.names import EMBEDDED
+
+    ran = _first(ctx, keys)
+    name = ran.setting("model", "name") if ran else EMBEDDED
+    return "the embedded SmolLM2-135M" if name == EMBEDDED else f"`{name}`"
+
+
+def _seed_count(ctx: Context, keys: list[str]) -> str:
+    """How many seeds each recipe ran with, in words: "three", or "two to three"."""
+    counts = sorted({ctx.cell(k).n for k in keys if ctx.cell(k).n}) or [len(ctx.seeds)]
+    return " to ".join(dict.fromkeys(in_words(n) for n in (counts[0], counts[-1])))
 
 
 def render(ctx: Context, found: list[Claim], tables: dict[str, str], images: list[str]) -> str:
@@ -140,8 +181,9 @@ def render(ctx: Context, found: list[Claim], tables: dict[str, str], images: lis
         "runs under runs/claims/. Do not edit: rerun it. -->",
         "",
         "Each claim of *Weight Updates as Activation Shifts* (and of its blog post) that steer can "
-        "test on a CPU, tested with steer's own commands on the embedded SmolLM2-135M, three seeds "
-        "each, with the paper's own figure beside it and a verdict by the rule written next to "
+        f"test on a CPU, tested with steer's own commands on {_model(ctx, keys)}, "
+        f"{_seed_count(ctx, keys)} seeds each, with the paper's own figure beside it and a "
+        "verdict by the rule written next to "
         "it. Every claim is listed, whatever its verdict. Reproduce everything with "
         "`make claims` (it resumes: finished runs are kept); `python scripts/claims.py "
         "--report-only` rewrites this page from the runs.",
@@ -164,21 +206,7 @@ def render(ctx: Context, found: list[Claim], tables: dict[str, str], images: lis
         )
     lines += ["", "## The claims", ""]
     for n, claim in enumerate(found, 1):
-        lines += [
-            f'<a id="{n}"></a>',
-            f"### {n}. {claim.title}: {claim.finding.verdict}",
-            "",
-            f"- **Where**: {claim.source}.",
-            f"- **The paper's figure**: {claim.paper}.",
-            f"- **steer**: {claim.finding.measured}.",
-        ]
-        if claim.note:
-            lines.append(f"- **Note**: {claim.note}")
-        if claim.finding.rule:
-            lines.append(f"- **Rule**: {claim.finding.rule}.")
-        if claim.keys:
-            lines.append("- **Commands**: " + "; ".join(f"`{_command(k)}`" for k in claim.keys))
-        lines.append("")
+        lines += _claim_section(ctx, n, claim)
     lines += ["## Every run", ""] + _recipe_rows(ctx, keys) + [""]
     for group, table in tables.items():
         lines += [
@@ -189,20 +217,46 @@ def render(ctx: Context, found: list[Claim], tables: dict[str, str], images: lis
         ]
         lines += [f"![{group}](claims/{group}.png)", ""]
     if images and ctx.oracle:
-        lines += [
-            "## The oracle",
-            "",
-            f"`steer oracle {ctx.oracle['base']} runs/claims/location/sft/seed-42 --samples "
-            f"{ctx.oracle['samples']} --runs ...` "
-            "with the seed-42 runs of " + ", ".join(f"`{k}`" for k in ORACLE_RUNS) + " beside it "
-            "(their KL curves in the first plot). Its whole output: "
-            "`runs/claims/oracle/oracle.json`.",
-            "",
-        ]
-        lines += [f"![{name}](claims/{name}.png)" for name in images] + [""]
-        lines += _oracle_kl_table(ctx) + [""]
-    lines += _not_measured() + [""]
+        lines += _oracle_section(ctx, images)
+    ran = _first(ctx, keys)
+    lines += _not_measured(_size(ran.results[0]["base_params"]) if ran else "") + [""]
     return "\n".join(lines)
+
+
+def _claim_section(ctx: Context, n: int, claim: Claim) -> list[str]:
+    lines = [
+        f'<a id="{n}"></a>',
+        f"### {n}. {claim.title}: {claim.finding.verdict}",
+        "",
+        f"- **Where**: {claim.source}.",
+        f"- **The paper's figure**: {claim.paper}.",
+        f"- **steer**: {claim.finding.measured}.",
+    ]
+    if claim.note:
+        lines.append(f"- **Note**: {claim.note}")
+    if claim.finding.rule:
+        lines.append(f"- **Rule**: {claim.finding.rule}.")
+    if claim.keys:
+        lines.append("- **Commands**: " + "; ".join(f"`{_command(ctx, k)}`" for k in claim.keys))
+    return [*lines, ""]
+
+
+def _oracle_section(ctx: Context, images: list[str]) -> list[str]:
+    sft = Path(ctx.oracle["fine_tuned"]).name  # seed-42: the oracle's seed
+    return [
+        "## The oracle",
+        "",
+        f"`steer oracle {ctx.oracle['base']} runs/claims/location/sft/{sft} --samples "
+        f"{ctx.oracle['samples']} --runs ...` "
+        f"with the {sft} runs of " + ", ".join(f"`{k}`" for k in ORACLE_RUNS) + " beside it "
+        "(their KL curves in the first plot). Its whole output: "
+        "`runs/claims/oracle/oracle.json`.",
+        "",
+        *[f"![{name}](claims/{name}.png)" for name in images],
+        "",
+        *_oracle_kl_table(ctx),
+        "",
+    ]
 
 
 def _oracle_kl_table(ctx: Context) -> list[str]:
@@ -214,15 +268,17 @@ def _oracle_kl_table(ctx: Context) -> list[str]:
     for name, entry in (o.get("kl") or {}).items():
         rows.append(f"| {name} | {entry['mean_generated']:.4g} | {entry['mean_all_tokens']:.4g} |")
     for run in o.get("runs") or []:
-        label = Path(run["path"]).parent.name
+        label, seed = Path(run["path"]).parent.name, Path(run["path"]).name
         rows.append(
-            f"| trained `{label}` (seed 42) | {run['kl']['mean_generated']:.4g} | "
+            f"| trained `{label}` ({seed.replace('-', ' ')}) | {run['kl']['mean_generated']:.4g} | "
             f"{run['kl']['mean_all_tokens']:.4g} |"
         )
     return rows
 
 
-def _not_measured() -> list[str]:
+def _not_measured(size: str) -> list[str]:
+    """What the page leaves out; ``size``: the measured model's ("135M"), if one ran."""
+    lrs, seeds = prose("lr_grid"), prose("runs")
     return [
         "## Not measured here",
         "",
@@ -231,21 +287,23 @@ def _not_measured() -> list[str]:
         "`recipes/paper/table3/`; judge with `steer eval RUN --instructions alpaca_eval --judge "
         "MODEL`.",
         "- **Scale** (Table 2's 'the advantage persisting as model scale increases', §6.3's "
-        "Qwen3 0.6B–8B): one 135M model cannot show a trend over sizes.",
+        f"Qwen3 0.6B–8B): one {size + ' ' if size else ''}model cannot show a trend over sizes.",
         "- **The other tasks** (BoolQ, WinoGrande, ARC-C, GSM8K, AQuA): they need the datasets "
         "(this machine has no hub access) and a GPU to train at the paper's size.",
         "",
         "## At the paper's scale, on a GPU",
         "",
-        "Table 1's Llama-3.2-1B ListOps and BoolQ cells with the paper's protocol (five LRs on "
-        "validation, then five seeds on test), from the committed recipes; ListOps is generated "
+        f"Table 1's Llama-3.2-1B ListOps and BoolQ cells with the paper's protocol "
+        f"({in_words(lrs)} LRs on validation, then {in_words(seeds)} seeds on test), from the "
+        "committed recipes; ListOps is generated "
         "offline, BoolQ needs the `google/boolq` dataset (or a local copy: `data.path=...`) and "
         "the model in the Hugging Face cache:",
         "",
         "```bash",
         "for task in listops boolq; do",
         "  for m in sft lora reft postblock; do",
-        "    steer train recipes/paper/table1/llama-3.2-1b/$task/$m.yaml --sweep --seeds 5 \\",
+        "    steer train recipes/paper/table1/llama-3.2-1b/$task/$m.yaml --sweep "
+        f"--seeds {seeds} \\",
         "      -o runs/table1/llama-3.2-1b/$task/$m",
         "  done",
         "done",
@@ -256,11 +314,12 @@ def _not_measured() -> list[str]:
     ]
 
 
-def write(runs: Path, docs: Path, overrides: list[str] = ()) -> Path:
-    """Render ``docs/claims.md`` and its PNGs (``docs/claims/``) from ``runs``; atomically."""
+def write(runs: Path, docs: Path, overrides: list[str] = (), seeds: tuple[int, ...] = ()) -> Path:
+    """Render ``docs/claims.md`` and its PNGs (``docs/claims/``) from ``runs``; atomically.
+    ``seeds``: those ``make claims`` trains with, for the commands of recipes not yet run."""
     from steer_cli.atomic import write_text
 
-    ctx = Context(runs)
+    ctx = Context(runs, seeds)
     found = claims(ctx)
     images_dir = docs / "claims"
     images_dir.mkdir(parents=True, exist_ok=True)

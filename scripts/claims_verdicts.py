@@ -1,5 +1,7 @@
 """What the claims report measures and how it judges: seeds' accuracies (``Cell``), the verdict
-rules, and the ``Claim`` record (the claims themselves are in :mod:`claims_list`)."""
+rules, the ``Claim`` record, and the pieces claims are built from: the runs' settings and the
+paper's figures (``steer_cli.published``). The claims themselves are in :mod:`claims_list`,
+:mod:`claims_joint` and :mod:`claims_oracle`."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SHOWN, NOT_SHOWN, OPPOSITE, NOT_RUN = "shown", "not shown at this scale", "opposite", "not run"
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "claims"
 
 # -- measurements ------------------------------------------------------------------------------
 
@@ -44,6 +47,13 @@ class Cell:
 
         return yaml.safe_load((self.runs[0] / "config.yaml").read_text())
 
+    def setting(self, *path: str):
+        """A value of the resolved recipe (``"adapter", "rank"``); ``None`` if nothing ran."""
+        value = self.config if self.runs else None
+        for part in path:
+            value = (value or {}).get(part)
+        return value
+
     @property
     def n(self) -> int:
         return len(self.scores)
@@ -62,18 +72,31 @@ class Cell:
         return f"{self.mean:.1f} ± {self.std:.1f} (n={self.n})"
 
 
+def _seed_of(path: Path) -> int:
+    return int(path.parent.name.removeprefix("seed-"))
+
+
 def read_cell(runs: Path, key: str) -> Cell:
     cell = Cell(key)
-    for results in sorted((runs / key).glob("seed-*/results.json")):
+    for results in sorted((runs / key).glob("seed-*/results.json"), key=_seed_of):
         cell.runs.append(results.parent)
         cell.results.append(json.loads(results.read_text()))
     return cell
 
 
+def majority(run: Path) -> float:
+    """The accuracy of always answering the test split's most common value, in % (the test
+    items are the same for every run)."""
+    import collections
+
+    golds = [json.loads(line)["gold"] for line in (run / "predictions.jsonl").open()]
+    return 100 * collections.Counter(golds).most_common(1)[0][1] / len(golds)
+
+
 def seed_values(runs: Path, key: str, read: Callable[[dict], float]) -> list[float]:
     """One number per seed of ``key`` from its diagnostics.json (joint runs)."""
     out = []
-    for path in sorted((runs / key).glob("seed-*/diagnostics.json")):
+    for path in sorted((runs / key).glob("seed-*/diagnostics.json"), key=_seed_of):
         out.append(read(json.loads(path.read_text())))
     return out
 
@@ -171,10 +194,12 @@ class Claim:
 
 
 class Context:
-    """The claims runs, read once."""
+    """The claims runs, read once; ``seeds``: those ``make claims`` trains each recipe with (what
+    the page's commands say for a recipe that has not run)."""
 
-    def __init__(self, runs: Path) -> None:
+    def __init__(self, runs: Path, seeds: tuple[int, ...] = ()) -> None:
         self.runs = runs
+        self.seeds = tuple(seeds)
         self._cells: dict[str, Cell] = {}
         path = runs / "oracle" / "oracle.json"
         self.oracle: dict | None = json.loads(path.read_text()) if path.is_file() else None
@@ -184,11 +209,84 @@ class Context:
             self._cells[key] = read_cell(self.runs, key)
         return self._cells[key]
 
+    def seeds_of(self, key: str) -> list[int]:
+        """The seeds ``key`` ran with, or those it would run with."""
+        return self.cell(key).seeds or list(self.seeds)
+
+
+# -- building claims ---------------------------------------------------------------------------
+
+
+def pair(ctx: Context, a: str, b: str, verdict: Callable, rule: str) -> Finding:
+    ca, cb = ctx.cell(a), ctx.cell(b)
+    measured = (
+        f"A = {run_name(a)} {ca.text()}; B = {run_name(b)} {cb.text()}; A − B = {diff_text(ca, cb)}"
+    )
+    return Finding(measured, verdict(ca.scores, cb.scores), rule, versus(ca, cb))
+
+
+def versus(a: Cell, b: Cell) -> str:
+    if not a.n or not b.n:
+        return "not run"
+    return f"{a.key.split('/')[-1]} {a.mean:.1f} vs {b.key.split('/')[-1]} {b.mean:.1f}"
+
+
+def run_name(key: str) -> str:
+    return f"`{key.split('/')[-1]}`"
+
+
+def best(ctx: Context, keys: list[str]) -> Cell:
+    """The cell with the best mean (an empty one if none ran)."""
+    ran = [ctx.cell(k) for k in keys if ctx.cell(k).n]
+    return max(ran, key=lambda c: c.mean) if ran else Cell(" or ".join(keys))
+
+
+def listed(items: list[str]) -> str:
+    """``a, b and c``."""
+    return " and ".join(filter(None, [", ".join(items[:-1]), items[-1]])) if items else ""
+
+
+def recipe_setting(ctx: Context, key: str, *path: str):
+    """A recipe's setting as its runs resolved it, or as its file states it if none ran."""
+    value = ctx.cell(key).setting(*path)
+    if value is None:
+        import yaml
+
+        value = yaml.safe_load((RECIPES / f"{key}.yaml").read_text())
+        for part in path:
+            value = (value or {}).get(part)
+    return value
+
+
+def paper_row(table: str, row: str, model: str = "Llama-3.2-1B"):
+    """A row of the paper's table, from ``steer_cli.published`` (checked against the paper)."""
+    from steer_cli import published
+
+    for entry in published.PUBLISHED[table].rows:
+        if entry.model == model and entry.name == row:
+            return entry
+    raise KeyError(f"{table} has no row {row!r} for {model}")
+
 
 def paper(table: str, row: str, task: str, model: str = "Llama-3.2-1B") -> float:
-    from steer_cli.published import PUBLISHED
+    return paper_row(table, row, model).scores[task]
 
-    for entry in PUBLISHED[table].rows:
-        if entry.model == model and entry.name == row:
-            return entry.scores[task]
-    raise KeyError(f"{table} has no row {row!r} for {model}")
+
+def prose(name: str):
+    """A figure of the paper's prose (``steer_cli.published.PROSE``): its value."""
+    from steer_cli import published
+
+    return published.PROSE[name].value
+
+
+_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+def in_words(n: float) -> str:
+    """A count as the page's prose writes it: "three seeds", "four models" (1.5 stays 1.5)."""
+    return _WORDS[int(n)] if n == int(n) and 0 <= n < len(_WORDS) else f"{n:g}"
+
+
+def signed(x: float, digits: int = 1) -> str:
+    """A figure with a typographic minus, as the paper prints its gaps: "−1.9"."""
+    return f"{x:.{digits}f}".replace("-", "−")

@@ -26,6 +26,28 @@ ONE_RUN = 1
 
 
 @dataclass(frozen=True)
+class Quoted:
+    """A figure the paper gives in its prose, with the words that give it: ``make check-paper``
+    finds ``quote`` in the paper's text, and tests/test_published.py finds ``value`` in it."""
+
+    value: int | tuple[int, ...]
+    quote: str
+
+
+# What the claims report (scripts/claims_*.py) cites from the paper's prose.
+PROSE = {
+    "lr_grid": Quoted(
+        5, "we select the optimal learning rate via grid search over five values using a validation"
+    ),
+    "runs": Quoted(FIVE_RUNS, "Tables 1 and 2 report the mean accuracy of five independent runs"),
+    "mlp_share": Quoted(
+        (40, 70),
+        "MLP outputs account for only 40–70% of total block output magnitude across layers",
+    ),
+}
+
+
+@dataclass(frozen=True)
 class Variant:
     """What a row trains, in steer's terms; ``None``: the row has no such setting, or the paper
     does not state it (then nothing is compared)."""

@@ -58,49 +58,124 @@ def _gsm8k(tmp: Path, train_text: str) -> str:
     )  # fmt: skip
 
 
-# Each case: (id, build(tmp, run_dir) -> CLI args, a fragment the message must contain).
+# Each case: (id, build(tmp, run_dir) -> CLI args, what the error must say). What it must say is a
+# fragment, or a tuple of fragments, long enough to name the fault (the key or the input, the rule
+# it breaks, the value given) and so to match no other message by accident; {tmp} stands for the
+# case's folder, {run} for the trained run.
 CASES = [
     # -- recipes --------------------------------------------------------------------------
-    ("missing-recipe", lambda t, r: ["train", str(t / "nope.yaml")], "recipe not found"),
-    ("empty-recipe", lambda t, r: ["train", _write(t / "e.yaml", "# nothing\n")], "is empty"),
-    ("bad-yaml", lambda t, r: ["train", _write(t / "b.yaml", "train: [1,\n")], "line"),
-    ("recipe-a-list", lambda t, r: ["train", _write(t / "l.yaml", "- 1\n")], "mapping"),
-    ("unknown-section", lambda t, r: ["train", _recipe(t, trian={"lr": 1})], "train"),
+    (
+        "missing-recipe",
+        lambda t, r: ["train", str(t / "nope.yaml")],
+        "recipe not found: {tmp}/nope.yaml",
+    ),
+    (
+        "empty-recipe",
+        lambda t, r: ["train", _write(t / "e.yaml", "# nothing\n")],
+        "e.yaml is empty: it would train every default",
+    ),
+    (
+        "bad-yaml",
+        lambda t, r: ["train", _write(t / "b.yaml", "train: [1,\n")],
+        ("b.yaml: ", "at line 2, column 1"),
+    ),
+    (
+        "recipe-a-list",
+        lambda t, r: ["train", _write(t / "l.yaml", "- 1\n")],
+        "a recipe must be a mapping of keys, got list",
+    ),
+    (
+        "unknown-section",
+        lambda t, r: ["train", _recipe(t, trian={"lr": 1})],
+        "unknown recipe key 'trian'\ndid you mean 'train'?",
+    ),
     (
         "synonym-key",
         lambda t, r: ["train", _recipe(t), "train.learning_rate=1e-3"],
-        "did you mean 'train.lr'",
+        "unknown recipe key 'train.learning_rate'\ndid you mean 'train.lr'?",
     ),
-    ("typo-key", lambda t, r: ["train", _recipe(t), "adapter.rnak=4"], "rank"),
+    (
+        "typo-key",
+        lambda t, r: ["train", _recipe(t), "adapter.rnak=4"],
+        "unknown recipe key 'adapter.rnak'\ndid you mean 'adapter.rank'?",
+    ),
     (
         "lofit-more-heads-than-the-model",
         lambda t, r: ["train", _recipe(t), "method=lofit", "adapter.lofit_heads=10000"],
-        "adapter.lofit_heads=all",
+        (
+            "adapter.lofit_heads=10000 asks for 10000 heads; the steered layers have 12",
+            "or adapter.lofit_heads=all",
+        ),
     ),
-    ("wrong-type", lambda t, r: ["train", _recipe(t), "train.batch_size=big"], "batch_size"),
-    ("negative-lr", lambda t, r: ["train", _recipe(t), "train.lr=-1"], "lr"),
-    ("unknown-method", lambda t, r: ["train", _recipe(t), "method=postblok"], "unknown method"),
-    ("unknown-task", lambda t, r: ["train", _recipe(t), "data.task=boolqq"], "boolqq"),
-    ("unknown-tiny-model", lambda t, r: ["train", _recipe(t), "model=tiny-lama"], "tiny-lama"),
-    ("missing-model-dir", lambda t, r: ["train", _recipe(t), "model=./no/such/"], "not exist"),
-    ("not-key-value", lambda t, r: ["train", _recipe(t), "train.lr"], "key=value"),
-    ("into-a-value", lambda t, r: ["train", _recipe(t), "train.lr.x=1"], "train.lr"),
-    ("bad-positions", lambda t, r: ["train", _recipe(t), "adapter.positions=middle"], "middle"),
+    (
+        "wrong-type",
+        lambda t, r: ["train", _recipe(t), "train.batch_size=big"],
+        ("recipe key 'train.batch_size' should be a valid integer", "got 'big'"),
+    ),
+    (
+        "neither-form-of-a-union",  # one key and both forms, not pydantic's member tags
+        lambda t, r: ["train", _recipe(t), "method=lofit", "adapter.lofit_heads=most"],
+        "recipe key 'adapter.lofit_heads' should be a valid number or 'all', got 'most'",
+    ),
+    (
+        "negative-lr",
+        lambda t, r: ["train", _recipe(t), "train.lr=-1"],
+        "recipe key 'train.lr' should be greater than 0, got -1",
+    ),
+    (
+        "unknown-method",
+        lambda t, r: ["train", _recipe(t), "method=postblok"],
+        "unknown method 'postblok'\ndid you mean 'postblock'?",
+    ),
+    (
+        "unknown-task",
+        lambda t, r: ["train", _recipe(t), "data.task=boolqq"],
+        "unknown task 'boolqq'\nDid you mean 'boolq'?",
+    ),
+    (
+        "unknown-tiny-model",
+        lambda t, r: ["train", _recipe(t), "model=tiny-lama"],
+        "Unknown tiny model 'tiny-lama'.",
+    ),
+    (
+        "missing-model-dir",
+        lambda t, r: ["train", _recipe(t), "model=./no/such/"],
+        "Model directory './no/such/' does not exist.",
+    ),
+    (
+        "not-key-value",
+        lambda t, r: ["train", _recipe(t), "train.lr"],
+        "override 'train.lr' is not of the form key=value",
+    ),
+    (
+        "into-a-value",
+        lambda t, r: ["train", _recipe(t), "train.lr.x=1"],
+        "recipe section 'train.lr': should be a valid number",
+    ),
+    (
+        "bad-positions",
+        lambda t, r: ["train", _recipe(t), "adapter.positions=middle"],
+        ("recipe key 'adapter.positions' must be one of all, prompt,", "got 'middle'"),
+    ),
     (
         "heads-off-site",
         lambda t, r: ["train", _recipe(t), "adapter.parameterization=jola"],
-        "attn_heads",
+        "'adapter.parameterization' jola edits attention heads: set adapter.site=attn_heads",
     ),
     (
         "rank-auto-alone",
         lambda t, r: ["train", _recipe(t), "adapter.rank=auto"],
-        "rank auto needs",
+        "'adapter': rank auto needs adapter.budget (e.g. '0.1%') or adapter.match",
     ),
-    ("orth-not-joint", lambda t, r: ["train", _recipe(t), "orth.enabled=true"], "orth.enabled"),
+    (
+        "orth-not-joint",
+        lambda t, r: ["train", _recipe(t), "orth.enabled=true"],
+        "orth.enabled needs both LoRA and an adapter; method 'postblock' has not",
+    ),
     (
         "joint-mode-not-joint",
         lambda t, r: ["train", _recipe(t), "eval.joint_mode=lora"],
-        "joint_mode",
+        "eval.joint_mode=lora is for joint runs, not 'postblock'",
     ),
     (
         "lofit-split-and-stages",
@@ -111,73 +186,137 @@ CASES = [
             "adapter.lofit_stage_split=0.5",
             "adapter.lofit_lr_stage1=1e-3",
         ],
-        "lofit_stage_split runs one training",
+        "lofit_stage_split runs one training at train.lr and train.epochs: drop lofit_lr_stage1",
     ),
     (
         "micro-above-batch",
         lambda t, r: ["train", _recipe(t), "train.micro_batch_size=16"],
-        "micro_batch_size (16) is larger than batch_size (4)",
+        "'train': micro_batch_size (16) is larger than batch_size (4)",
     ),
     (
         "unknown-tracker",
         lambda t, r: ["train", _recipe(t), "train.report_to=[tensorbord]"],
-        "report_to",
+        "'train.report_to' should be 'tensorboard', 'wandb', 'mlflow' or 'none', got 'tensorbord'",
     ),
-    ("bad-on-nonfinite", lambda t, r: ["train", _recipe(t), "train.on_nonfinite=ignore"], "stop"),
+    (
+        "bad-on-nonfinite",
+        lambda t, r: ["train", _recipe(t), "train.on_nonfinite=ignore"],
+        "'train.on_nonfinite' should be 'stop' or 'skip', got 'ignore'",
+    ),
     # -- data -----------------------------------------------------------------------------
-    ("missing-data-path", lambda t, r: ["train", _recipe(t), "data.path=/no/such"], "not exist"),
-    ("empty-data-file", lambda t, r: ["train", _gsm8k(t, "")], "is empty"),
+    (
+        "missing-data-path",
+        lambda t, r: ["train", _recipe(t), "data.path=/no/such"],
+        "data.path '/no/such' does not exist",
+    ),
+    (
+        "empty-data-file",
+        lambda t, r: ["train", _gsm8k(t, "")],
+        "data file {tmp}/train.jsonl is empty",
+    ),
     (
         "malformed-jsonl",
         lambda t, r: ["train", _gsm8k(t, '{"question": "a", "answer": "#### 1"}\n{"question":\n')],
-        "line 2",
+        "{tmp}/train.jsonl line 2 is not JSON",
     ),
-    ("wrong-fields", lambda t, r: ["train", _gsm8k(t, '{"q": "a", "a": "1"}\n')], "question"),
+    (
+        "wrong-fields",
+        lambda t, r: ["train", _gsm8k(t, '{"q": "a", "a": "1"}\n')],
+        "train.jsonl line 1: field 'question' is missing",
+    ),
     # -- train options --------------------------------------------------------------------
-    ("dry-run-sweep", lambda t, r: ["train", _recipe(t), "--dry-run", "--sweep"], "--dry-run"),
+    (
+        "dry-run-sweep",
+        lambda t, r: ["train", _recipe(t), "--dry-run", "--sweep"],
+        "--dry-run checks one run\ndrop --sweep",
+    ),
     (
         "overwrite-sweep",
         lambda t, r: ["train", _recipe(t), "--sweep", "--overwrite"],
-        "--overwrite does not apply",
+        "--overwrite does not apply to --sweep: a sweep resumes where it stopped",
     ),
-    ("bad-lrs", lambda t, r: ["train", _recipe(t), "--sweep", "--lrs", "a,b"], "comma-separated"),
-    ("output-exists", lambda t, r: ["train", _recipe(t), "-o", str(r)], "already exists"),
+    (
+        "bad-lrs",
+        lambda t, r: ["train", _recipe(t), "--sweep", "--lrs", "a,b"],
+        "--lrs 'a,b' is not a comma-separated list of numbers",
+    ),
+    (
+        "output-exists",
+        lambda t, r: ["train", _recipe(t), "-o", str(r)],
+        "run directory {run} already exists",
+    ),
     # -- run directories and evaluation ---------------------------------------------------
-    ("eval-missing", lambda t, r: ["eval", str(t / "nope"), "--tasks", "x"], "no run directory"),
+    (
+        "eval-missing",
+        lambda t, r: ["eval", str(t / "nope"), "--tasks", "x"],
+        "no run directory or model at {tmp}/nope",
+    ),
     (
         "eval-config-only",
         lambda t, r: ["eval", _config_only(t), "--protocol", "paper"],
-        "is not a finished run",
+        "{tmp}/copied is not a finished run: it has config.yaml but no adapter.safetensors",
     ),
-    ("eval-bad-protocol", lambda t, r: ["eval", str(r), "--protocol", "exam"], "exam"),
+    (
+        "eval-bad-protocol",
+        lambda t, r: ["eval", str(r), "--protocol", "exam"],
+        "unknown protocol 'exam'\nchoose harness, paper, alpaca",
+    ),
     (
         "paper-on-a-model",
         lambda t, r: ["eval", "tiny-llama", "--protocol", "paper"],
-        "--protocol paper",
+        ("--protocol paper evaluates a run", "pass a run directory instead of tiny-llama"),
     ),
     (
         "paper-fewshot",
         lambda t, r: ["eval", str(r), "--protocol", "paper", "--num-fewshot", "5"],
-        "--num-fewshot",
+        "--protocol paper repeats the run's own evaluation (its recipe's prompts, chat template "
+        "and token budget): --num-fewshot would not apply",
     ),
-    ("eval-no-tasks", lambda t, r: ["eval", str(r)], "--tasks"),
-    ("another-base", lambda t, r: ["generate", _rebased(t, r), "[MAX 1 ]"], "architecture"),
+    ("eval-no-tasks", lambda t, r: ["eval", str(r)], "which tasks?\npass --tasks"),
+    (
+        "another-base",
+        lambda t, r: ["generate", _rebased(t, r), "[MAX 1 ]"],
+        (
+            "was trained on tiny-llama; tiny-qwen2 as loaded now differs",
+            "architecture LlamaForCausalLM (run) vs Qwen2ForCausalLM",
+        ),
+    ),
     # -- generate, compare, oracle --------------------------------------------------------
-    ("generate-nothing", lambda t, r: ["generate", str(r)], "nothing to generate"),
+    (
+        "generate-nothing",
+        lambda t, r: ["generate", str(r)],
+        "nothing to generate from: give a PROMPT, or --input FILE.jsonl",
+    ),
     (
         "generate-task-format-model",
         lambda t, r: ["generate", "tiny-llama", "x", "--task-format"],
-        "--task-format",
+        "--task-format uses a run's task template; a model has none",
     ),
     (
         "generate-bad-jsonl",
         lambda t, r: ["generate", str(r), "-i", _write(t / "p.jsonl", "{oops\n")],
-        "is not JSON",
+        "{tmp}/p.jsonl line 1 is not JSON",
     ),
-    ("compare-nothing", lambda t, r: ["compare"], "nothing to compare"),
-    ("compare-format", lambda t, r: ["compare", str(r), "-f", "xml"], "unknown format"),
-    ("compare-paper", lambda t, r: ["compare", "--paper", "table9"], "table9"),
-    ("oracle-missing-ft", lambda t, r: ["oracle", "tiny-llama", str(t / "nope")], "not exist"),
+    (
+        "compare-nothing",
+        lambda t, r: ["compare"],
+        "nothing to compare\npass run directories, --paper TABLE, or both",
+    ),
+    (
+        "compare-format",
+        lambda t, r: ["compare", str(r), "-f", "xml"],
+        "unknown format 'xml'\nchoose from table, markdown, csv, latex, json",
+    ),
+    (
+        "compare-paper",
+        lambda t, r: ["compare", "--paper", "table9"],
+        "unknown published table 'table9'\nchoose from table1, table2, table3, table4",
+    ),
+    (
+        "oracle-missing-ft",
+        lambda t, r: ["oracle", "tiny-llama", str(t / "nope")],
+        "Model directory '{tmp}/nope' does not exist.",
+    ),
 ]
 
 
@@ -200,13 +339,17 @@ def _rebased(tmp: Path, run: Path) -> str:
     return str(copy)
 
 
-def _assert_clean(result, fragment: str, tmp: Path, before: set[str]) -> None:
+def _assert_clean(
+    result, says: str | tuple[str, ...], tmp: Path, before: set[str], run: Path | None = None
+) -> None:
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     lines = result.output.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("error:"))
     assert len(lines) - start <= 2, result.output  # the message and at most a hint
-    assert fragment in result.output, result.output
+    error = "\n".join(lines[start:])  # the error alone: a log line before it cannot match
+    for fragment in (says,) if isinstance(says, str) else says:
+        assert fragment.format(tmp=tmp, run=run) in error, result.output
     left = {p.name for p in tmp.iterdir()} - before
     assert not {n for n in left if n.startswith(".") or n in ("run", "runs", "o")}, left
 
@@ -215,12 +358,12 @@ def test_the_catalogue_is_large():
     assert len(CASES) >= 40
 
 
-@pytest.mark.parametrize("build, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_a_clear_error(build, fragment, tmp_path, run_dir, monkeypatch):
+@pytest.mark.parametrize("build, says", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_a_clear_error(build, says, tmp_path, run_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a default output (runs/NAME) would land here
     args = build(tmp_path, run_dir)
     before = {p.name for p in tmp_path.iterdir()}
-    _assert_clean(runner.invoke(app, args), fragment, tmp_path, before)
+    _assert_clean(runner.invoke(app, args), says, tmp_path, before, run_dir)
 
 
 def test_a_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
@@ -233,7 +376,8 @@ def test_a_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
     out = tmp_path / "run"
     before = {p.name for p in tmp_path.iterdir()}
     result = runner.invoke(app, ["train", _recipe(tmp_path), "-o", str(out)])
-    _assert_clean(result, "no space left on the device", tmp_path, before | {"recipe.yaml"})
+    says = "file system error at {tmp}/.run.partial/config.yaml: no space left on the device"
+    _assert_clean(result, says, tmp_path, before | {"recipe.yaml"})
     assert not out.exists()
 
 
@@ -249,7 +393,8 @@ def test_a_read_only_place_is_a_clear_error(tmp_path, monkeypatch):
     recipe = _recipe(tmp_path)
     before = {p.name for p in tmp_path.iterdir()}
     result = runner.invoke(app, ["train", recipe, "-o", str(tmp_path / "run")])
-    _assert_clean(result, "read-only", tmp_path, before)
+    says = "file system error at {tmp}/.run.partial: the file system is read-only"
+    _assert_clean(result, says, tmp_path, before)
 
 
 def test_two_processes_on_one_output_one_refuses(tmp_path):
@@ -262,5 +407,6 @@ def test_two_processes_on_one_output_one_refuses(tmp_path):
     finally:
         fcntl.flock(lock, fcntl.LOCK_UN)
         os.close(lock)
-    assert result.exit_code == 1 and "another steer process is writing" in result.output
+    says = f"another steer process is writing {out} (it holds {tmp_path / '.run.lock'})"
+    assert result.exit_code == 1 and says in result.output
     assert not out.exists() and not (tmp_path / ".run.partial").exists()

@@ -1,6 +1,8 @@
 """Engine properties on every tiny family: identity at init, cache/batching consistency,
 clean detach, parameter counts, peft-wrapped models, save/load."""
 
+import re
+
 import pytest
 import torch
 from conftest import CONTRACT_SITES, greedy_cached, greedy_uncached, randomize
@@ -198,9 +200,17 @@ def test_resolve_layers(spec, expected):
     assert resolve_layers(spec, 4) == expected
 
 
-@pytest.mark.parametrize("spec", ["7", [4], "a-b", "3-1"])
-def test_resolve_layers_rejects(spec):
-    with pytest.raises(ValueError, match="layers"):
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("7", "layers '7' select [7]; this model has layers 0..3"),
+        ([4], "layers [4] select [4]; this model has layers 0..3"),
+        ("a-b", "layers 'a-b' is not 'all', a list, or a range like '0-11' or '4:'"),
+        ("3-1", "layers '3-1' select nothing; this model has layers 0..3"),
+    ],
+)
+def test_resolve_layers_rejects(spec, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
         resolve_layers(spec, 4)
 
 

@@ -1,6 +1,7 @@
 """Joint training (LoRA + adapter), Joint-Orth's projection, inference modes, diagnostics."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -91,16 +92,27 @@ def test_joint_recipe_fields():
     assert recipe.lora.lr == 3e-4 and recipe.train.lr == 2e-3
     assert recipe.train.scheduler == "cosine" and recipe.eval.joint_mode == "both"
     assert not build_recipe({"method": "joint"}).orth.enabled
-    with pytest.raises(SteerError, match="orth.writers"):
+    with pytest.raises(
+        SteerError,
+        match=re.escape("'orth.writers' should be 'o_proj' or 'down_proj', got 'q_proj'"),
+    ):
         build_recipe({"method": "joint-orth", "orth": {"writers": ["q_proj"]}})
-    with pytest.raises(SteerError, match="joint_mode"):
+    with pytest.raises(
+        SteerError,
+        match=re.escape("'eval.joint_mode' should be 'both', 'lora' or 'adapter', got 'neither'"),
+    ):
         build_recipe({"method": "joint", "eval": {"joint_mode": "neither"}})
 
 
 def test_orth_writers_need_lora_on_them(fresh_llama):
     model, _ = fresh_llama
     recipe = build_recipe({"method": "joint-orth", "lora": {"target_modules": ["q_proj"]}})
-    with pytest.raises(SteerError, match="target_modules"):
+    with pytest.raises(
+        SteerError,
+        match=re.escape(
+            "orth.writers ['o_proj', 'down_proj'] have no LoRA\nadd them to lora.target_modules"
+        ),
+    ):
         build_parts(model, recipe)
 
 
@@ -399,9 +411,11 @@ def test_method_recipes_train(tmp_path, method):
 
 
 def test_joint_only_settings_are_refused_elsewhere():
-    with pytest.raises(SteerError, match="joint-orth"):
+    with pytest.raises(
+        SteerError, match="orth.enabled needs both LoRA and an adapter; method 'postblock' has not"
+    ):
         build_recipe({"method": "postblock", "orth": {"enabled": True}})
-    with pytest.raises(SteerError, match="joint runs"):
+    with pytest.raises(SteerError, match="eval.joint_mode=lora is for joint runs, not 'lora'"):
         build_recipe({"method": "lora", "eval": {"joint_mode": "lora"}})
     assert build_recipe({"method": "joint", "orth": {"enabled": True}}).orth.enabled
 

@@ -73,19 +73,24 @@ def test_jola_and_lofit_parameter_counts(tiny):
 
 def test_head_wise_parameterizations_need_attn_heads():
     for name in ("lofit", "jola"):
-        with pytest.raises(ValueError, match="attn_heads"):
+        says = f"{name} edits attention heads: use site attn_heads, not block_output"
+        with pytest.raises(ValueError, match=says):
             InterventionSpec(site="block_output", shape=AdapterShape(name))
     from steer_cli.errors import SteerError
 
-    with pytest.raises(SteerError, match="attn_heads"):
+    says = "'adapter.parameterization' jola edits attention heads: set adapter.site=attn_heads"
+    with pytest.raises(SteerError, match=says):
         build_recipe({"adapter": {"parameterization": "jola"}})
-    with pytest.raises(SteerError, match="lofit_heads"):
+    says = "'adapter.lofit_heads' should be a fraction below 1 or a whole number of heads, got 2.5"
+    with pytest.raises(SteerError, match=says):
         build_recipe({"adapter": {"site": "attn_heads", "lofit_heads": 2.5}})
     assert (
         build_recipe({"method": "lofit", "adapter": {"lofit_heads": "all"}}).adapter.lofit_heads
         == "all"
     )
-    with pytest.raises(SteerError, match="lofit_heads"):
+    # one key and both forms it takes, not pydantic's union tags ('lofit_heads.constrained-float')
+    says = "recipe key 'adapter.lofit_heads' should be a valid number or 'all', got 'most'$"
+    with pytest.raises(SteerError, match=says):
         build_recipe({"method": "lofit", "adapter": {"lofit_heads": "most"}})
 
 
@@ -410,7 +415,7 @@ def test_jola_penalty_is_jolas_and_the_sum_variant_is_kept(tiny):
     lh2 = len(handle.layer_ids) * n_heads * n_heads
     # (sum decays from its first step: exp(-0.01) there, JoLA not yet)
     assert grads[1] / grads[0] == pytest.approx(lh2 * math.exp(-0.01), rel=1e-4)
-    with pytest.raises(ValueError, match="jola_penalty"):
+    with pytest.raises(ValueError, match="unknown jola_penalty 'mean'; choose from "):
         AdapterShape("jola", jola_penalty="mean")
 
 

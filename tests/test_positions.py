@@ -202,11 +202,16 @@ def test_missing_prompt_span_is_an_error_not_steer_everything(tiny):
     handle = _steered(model, "prompt")
     ids = _ids(tokenizer, PROMPTS[0])
     try:
-        with pytest.raises(RuntimeError, match="prompt_span"):
+        with pytest.raises(
+            RuntimeError, match="positions='prompt' needs to know where the prompt is"
+        ):
             _logits(model, ids)
         with handle.disabled():
             _logits(model, ids)  # the base model needs no span
-        with prompt_span(model, [0, 0], [3, 3]), pytest.raises(RuntimeError, match="rows"):
+        with (
+            prompt_span(model, [0, 0], [3, 3]),
+            pytest.raises(RuntimeError, match="the prompt span has 2 rows but the forward has 1"),
+        ):
             _logits(model, ids)
     finally:
         handle.detach()

@@ -1,14 +1,17 @@
 """The paper's numbers as `steer compare --paper` prints them equal the paper's text, cell by cell.
 
-tests/data/paper_tables.md holds the paper's table lines verbatim; one test checks it against the
-paper's text (../shared/reference/002_*.txt, beside the repository), the others parse it and
-compare every cell with what `steer compare --paper TABLE --json` prints.
+tests/data/paper_tables.md holds the paper's table lines verbatim; these tests parse it and compare
+every cell with what `steer compare --paper TABLE --json` prints. `make check-paper`
+(scripts/check_paper.py) checks the copy against the paper's text, which is not in the repository
+(CI runs it after `make test`); the tests here check that checker on texts made for the purpose.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,11 +19,15 @@ from typer.testing import CliRunner
 
 from steer_cli.cli import app
 from steer_cli.compare import match_key
+from steer_cli.published import PROSE
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from check_paper import blocks as _blocks  # noqa: E402  (scripts/ is not a package)
 
 runner = CliRunner()
-REPO = Path(__file__).resolve().parents[1]
-COPY = Path(__file__).parent / "data" / "paper_tables.md"
-REFERENCE = REPO.parent / "shared" / "reference"
+CHECK = REPO / "scripts" / "check_paper.py"
 TITLES = {
     "BoolQ": "boolq",
     "WinoG": "winogrande",
@@ -29,18 +36,6 @@ TITLES = {
     "AQuA": "aqua",
     "ListOps": "listops",
 }
-
-
-def _blocks() -> dict[str, list[str]]:
-    blocks: dict[str, list[str]] = {}
-    name = None
-    for line in COPY.read_text().splitlines():
-        if line.startswith("## "):
-            name = line[3:].strip()
-            blocks[name] = []
-        elif name and line.startswith("|"):
-            blocks[name].append(line)
-    return blocks
 
 
 def _cells(line: str) -> list[str]:
@@ -127,17 +122,64 @@ def _same_name(ours: str, paper: str) -> bool:
     return ours == paper or _clean(_printed(ours)) == _clean(paper)
 
 
-def test_the_copy_is_the_papers_text() -> None:
-    found = sorted(REFERENCE.glob("002_*.txt"))
-    if not found:
-        pytest.fail(
-            f"the paper's text is not at {REFERENCE}/002_*.txt (../shared beside the repo): "
-            f"it is what {COPY.relative_to(REPO)} is checked against"
-        )
-    paper = found[0].read_text()
-    for name, lines in _blocks().items():
-        assert lines, name
-        assert "\n".join(lines) in paper, f"{name} in {COPY.name} is not the paper's text"
+def _check_paper(paper: Path) -> subprocess.CompletedProcess:
+    """``make check-paper PAPER=...`` as CI runs it (the Makefile adds nothing but the path)."""
+    command = [sys.executable, str(CHECK), str(paper)]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+
+
+def _a_text_holding_the_copy(tmp_path: Path, change=lambda text: text) -> Path:
+    """A stand-in for the paper's text: every block of the copy and every quote, with prose."""
+    parts = ["\n".join(lines) for lines in _blocks().values()]
+    parts += [figure.quote for figure in PROSE.values()]
+    paper = tmp_path / "002_paper.txt"
+    paper.write_text(change("Some prose.\n" + "\nMore prose.\n".join(parts) + "\nThe end.\n"))
+    return paper
+
+
+def test_check_paper_passes_on_a_text_holding_every_block_and_quote(tmp_path) -> None:
+    done = _check_paper(_a_text_holding_the_copy(tmp_path).parent)  # a folder with 002_*.txt
+    assert done.returncode == 0, done.stderr
+    assert f"{len(_blocks())} table blocks and {len(PROSE)} prose figures" in done.stdout
+
+
+def test_check_paper_fails_on_one_changed_cell_or_quote(tmp_path) -> None:
+    first = _blocks()["table1"][1]  # Llama-3.2-1B's SFT row
+    cell = _a_text_holding_the_copy(
+        tmp_path, lambda t: t.replace(first, first.replace("66.2", "66.3"))
+    )
+    done = _check_paper(cell)
+    assert done.returncode == 1
+    assert "error: table1 in paper_tables.md is not the paper's text" in done.stderr
+    assert "table2" not in done.stderr  # only the block that differs
+    quote = PROSE["mlp_share"].quote
+    prose = _a_text_holding_the_copy(
+        tmp_path, lambda t: t.replace(quote, quote.replace("40", "45"))
+    )
+    done = _check_paper(prose)
+    assert done.returncode == 1
+    assert "error: steer_cli.published.PROSE['mlp_share']'s quote is not in" in done.stderr
+
+
+def test_check_paper_fails_not_skips_without_the_text(tmp_path) -> None:
+    done = _check_paper(tmp_path / "nowhere")
+    assert done.returncode == 1 and not done.stdout
+    assert done.stderr.startswith("check-paper: error: the paper's text is not at ")
+    assert "make check-paper PAPER=" in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+
+
+_WORDS = {1: "one", 5: "five"}
+
+
+@pytest.mark.parametrize("name", sorted(PROSE))
+def test_each_prose_figure_is_what_its_quote_says(name: str) -> None:
+    figure = PROSE[name]
+    if isinstance(figure.value, tuple):
+        low, high = figure.value
+        assert f" {low}–{high}% " in figure.quote
+    else:
+        assert f" {_WORDS[figure.value]} " in figure.quote
 
 
 def _printed_rows(table: str) -> list[dict]:

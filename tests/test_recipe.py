@@ -52,17 +52,21 @@ def test_unknown_key_names_closest(raw, key, suggestion):
 @pytest.mark.parametrize(
     ("raw", "key", "expected"),
     [
-        ({"train": {"lr": "fast"}}, "train.lr", "number"),
-        ({"adapter": {"rank": "eight"}}, "adapter.rank", "integer"),
-        ({"adapter": {"rank": 0}}, "adapter.rank", "greater than or equal to 1"),
-        ({"adapter": {"site": "post_block"}}, "adapter.site", "'block_output'"),
-        ({"model": {"dtype": "fp8"}}, "model.dtype", "'float32'"),
-        ({"eval": {"before": "maybe"}}, "eval.before", "boolean"),
+        ({"train": {"lr": "fast"}}, "train.lr", "should be a valid number"),
+        ({"adapter": {"rank": "eight"}}, "adapter.rank", "should be a valid integer or 'auto'"),
+        ({"adapter": {"rank": 0}}, "adapter.rank", "should be greater than or equal to 1"),
+        (
+            {"adapter": {"site": "post_block"}},
+            "adapter.site",
+            "should be 'block_output', 'mlp_output', 'attn_output' or 'attn_heads'",
+        ),
+        ({"model": {"dtype": "fp8"}}, "model.dtype", "should be 'auto', 'float32', 'bfloat16'"),
+        ({"eval": {"before": "maybe"}}, "eval.before", "should be a valid boolean"),
     ],
 )
 def test_wrong_type_names_key_and_expectation(raw, key, expected):
     err = _error(raw)
-    assert f"'{key}'" in err.message and expected in err.message
+    assert f"recipe key '{key}' {expected}" in err.message
 
 
 def test_unknown_method_suggests():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -169,7 +170,9 @@ def test_split_override_and_overlap_check(tmp_path) -> None:
         splits={"train": "test[30%:]", "validation": "test[:10%]", "test": "test[10%:30%]"},
     )
     assert [len(splits[s]) for s in ("train", "validation", "test")] == [70, 10, 20]
-    with pytest.raises(SteerError, match="share"):
+    with pytest.raises(
+        SteerError, match="the validation and test splits share 50 rows of source split 'test'"
+    ):
         _load("gsm8k", path=str(folder), splits={"validation": "test[:50%]", "test": "test"})
     assert _load("gsm8k", path=str(folder), splits={"validation": None})["validation"] == []
 
@@ -198,15 +201,18 @@ def test_malformed_rows_name_file_row_and_field(task, file, fragments) -> None:
 
 
 def test_missing_inputs_are_clear(tmp_path) -> None:
-    with pytest.raises(SteerError, match="validation"):
+    with pytest.raises(
+        SteerError,
+        match=re.escape("task 'boolq' needs the source split(s) validation but no local file"),
+    ):
         _load("boolq", files={"train": str(FIXTURES / "boolq" / "train.jsonl")})
-    with pytest.raises(SteerError, match="does not exist"):
+    with pytest.raises(SteerError, match=f"data.path '{tmp_path / 'nowhere'}' does not exist"):
         _load("boolq", path=str(tmp_path / "nowhere"))
-    with pytest.raises(SteerError, match="unsupported"):
+    with pytest.raises(SteerError, match="test_sources.py: unsupported file type '.py'"):
         read_rows(Path(__file__))
     with pytest.raises(SteerError, match="no data files"):
         _load("boolq", path=str(tmp_path))
-    with pytest.raises(SteerError, match="ListOps"):
+    with pytest.raises(SteerError, match="data.source=generator is for ListOps, not 'gsm8k'"):
         _load("gsm8k", source="generator")
     with pytest.raises(SteerError, match="no hub dataset"):
         _load("listops", source="hub")
@@ -245,19 +251,33 @@ def test_local_task_from_a_recipe() -> None:
 
 
 def test_local_task_recipe_errors() -> None:
-    with pytest.raises(SteerError, match="data.local"):
+    with pytest.raises(
+        SteerError, match="data.task=local needs data.local.prompt and data.local.target"
+    ):
         task_for(_data(task="local"))
-    with pytest.raises(SteerError, match="parser"):
+    with pytest.raises(
+        SteerError,
+        match=re.escape(
+            "'data.local.parser' should be exact, number, letter or regex:<pattern>, got 'fuzzy'"
+        ),
+    ):
         build_recipe({"data": {"task": "local", "local": {"parser": "fuzzy"}}})
-    with pytest.raises(SteerError, match="prompt"):
+    with pytest.raises(
+        SteerError, match="'data.local.prompt' expected '}' before end of string, got '{unclosed'"
+    ):
         build_recipe({"data": {"task": "local", "local": {"prompt": "{unclosed"}}})
     with pytest.raises(SteerError, match="unknown task 'gsm9k'"):
         build_recipe({"data": {"task": "gsm9k"}})
-    with pytest.raises(SteerError, match="data.local.prompt"):
+    with pytest.raises(
+        SteerError, match="data.task=local needs data.local.prompt and data.local.target"
+    ):
         build_recipe({"data": {"task": "local", "path": "x.jsonl"}})
-    with pytest.raises(SteerError, match="data.path"):
+    with pytest.raises(
+        SteerError,
+        match=re.escape("data.source=local needs data.path (a file or directory) or data.files"),
+    ):
         build_recipe({"data": {"task": "boolq", "source": "local"}})
-    with pytest.raises(SteerError, match="ListOps"):
+    with pytest.raises(SteerError, match="data.source=generator is for ListOps, not 'aqua'"):
         build_recipe({"data": {"task": "aqua", "source": "generator"}})
 
 
@@ -311,7 +331,9 @@ def test_hub_unreachable_is_treated_as_offline(monkeypatch, tmp_path) -> None:
     import datasets.config
 
     before = datasets.config.HF_HUB_OFFLINE
-    with pytest.raises(SteerError, match="no network") as info:
+    with pytest.raises(
+        SteerError, match="from the Hugging Face hub: no network and not in the datasets cache"
+    ) as info:
         _load("winogrande")
     assert "allenai/winogrande (winogrande_debiased)" in info.value.message
     assert datasets.config.HF_HUB_OFFLINE is before  # the offline switch is undone

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -212,17 +213,43 @@ def _suggest(word: str, options: list[str], what: str = "keys", prefix: str = ""
     return f"valid {what}: {listed}"
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list"}
+
+
+def _key_of(error: dict) -> tuple[str, ...]:
+    """The recipe key an error is about: its location without list indices and without the
+    member tags pydantic adds for a union (``constrained-float``, ``literal['all']``, ``str``)."""
+    loc = [str(p) for p in error["loc"] if not isinstance(p, int)]
+    while len(loc) > 1 and (not loc[-1].isidentifier() or loc[-1] in _TYPE_TAGS):
+        loc.pop()
+    return tuple(loc)
+
+
+def _expected(msg: str) -> str:
+    return msg.replace("Input should be", "should be").replace("Value error, ", "")
+
+
 def _explain(err: ValidationError) -> SteerError:
     """Turn pydantic's report into one line naming the key, plus a hint."""
-    first = err.errors()[0]
-    loc = tuple(str(p) for p in first["loc"] if not isinstance(p, int))
+    errors = err.errors()
+    first = errors[0]
+    loc = _key_of(first)
     key = ".".join(loc)
-    more = f" (and {err.error_count() - 1} more problems)" if err.error_count() > 1 else ""
+    # A union value fails once per member: one key, each member's expectation joined by "or".
+    members = [e for e in errors if _key_of(e) == loc and e["type"] != "extra_forbidden"]
+    left = len(errors) - max(len(members), 1)
+    more = f" (and {left} more problems)" if left else ""
     if first["type"] == "extra_forbidden":
         prefix = "".join(f"{p}." for p in loc[:-1])
         hint = _suggest(loc[-1], _valid_keys(loc[:-1]), prefix=prefix)
         return SteerError(f"unknown recipe key {key!r}{more}", hint)
-    expected = first["msg"].replace("Input should be", "should be").replace("Value error, ", "")
+    expected = _expected(first["msg"])
+    if len(members) > 1:  # each member's short form: "should be a valid number or 'all'"
+        shorts = [
+            re.sub(r", unable to .*", "", _expected(e["msg"])).removeprefix("should be ")
+            for e in members
+        ]
+        expected = "should be " + " or ".join(shorts)
     if isinstance(first.get("input"), dict):  # a whole-section check: the input is the section
         return SteerError(f"recipe section {key!r}: {expected}{more}")
     return SteerError(f"recipe key {key!r} {expected}, got {first.get('input')!r}{more}")
