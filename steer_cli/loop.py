@@ -300,6 +300,7 @@ def train_loop(
     wrapped = None
     start = time.perf_counter()
     resume_stage = resume.state["position"]["stage"] if resume is not None else 0
+    resumed_from = None
     for stage, (stage_cfg, steps) in enumerate(zip(configs, totals, strict=True), 1):
         if stage < resume_stage:
             continue  # finished before the checkpoint: its results are in it
@@ -330,6 +331,7 @@ def train_loop(
                 from steer_cli.checkpoints import restore_loop
 
                 done = restore_loop(loop, trainable, resume, counts)
+                resumed_from = counts.steps
                 for _ in range(done):
                     next(order)  # the data order is the seed's: replay it to the checkpoint
             label = stage if len(configs) > 1 else None
@@ -342,6 +344,7 @@ def train_loop(
         seconds=time.perf_counter() - start,
         final_loss=counts.loss,
         padded_tokens=counts.padded,
+        resumed_from=resumed_from,
     )
 
 

@@ -26,6 +26,7 @@ class LoopSummary:
     seconds: float
     final_loss: float
     padded_tokens: int = 0  # tokens processed, padding included
+    resumed_from: int | None = None  # the checkpoint's step this process ran on from
 
     @property
     def padding_fraction(self) -> float:

@@ -250,6 +250,7 @@ def _summary_fields(prepared: Prepared, parts, trainable: int, summary, wall_sta
             "test": len(prepared.test),
             **prepared.encode_stats.as_dict(),
         },
+        **({"resumed_from": summary.resumed_from} if summary.resumed_from is not None else {}),
         "train_seconds": summary.seconds,
         "wall_seconds": time.perf_counter() - wall_start,
     }
