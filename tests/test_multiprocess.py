@@ -3,13 +3,17 @@ and results.json says how it ran."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+
+from steer_cli import checkpoints
 
 RAW = {
     "model": "tiny-llama",
@@ -20,10 +24,14 @@ RAW = {
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def _train(recipe, out, processes: int) -> subprocess.CompletedProcess:
+def _command(recipe, out, processes: int) -> list[str]:
     steer = ["-m", "steer_cli", "train", str(recipe), "-o", str(out)]
     launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
-    command = [sys.executable, *(launcher if processes > 1 else []), *steer]
+    return [sys.executable, *(launcher if processes > 1 else []), *steer]
+
+
+def _train(recipe, out, processes: int) -> subprocess.CompletedProcess:
+    command = _command(recipe, out, processes)
     return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
 
 
@@ -68,6 +76,49 @@ def test_two_processes_train_what_one_trains(tmp_path, method):
     assert (results["processes"], results["device"], results["dtype"]) == (2, "cpu", "float32")
     assert json.loads((tmp_path / "one" / "results.json").read_text())["processes"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "r.yaml", "two"]
+
+
+def _kill_at_step(recipe, out, step: int) -> None:
+    """Start a two-process run and SIGKILL every process of it (the launcher and both ranks,
+    as a machine dies) once its main process has logged ``step`` steps."""
+    import psutil
+
+    metrics = out.with_name(f".{out.name}.partial") / "metrics.jsonl"
+    launcher = subprocess.Popen(
+        _command(recipe, out, 2), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= step):
+        assert launcher.poll() is None, "the run ended before it was killed"
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.01)
+    for process in [*psutil.Process(launcher.pid).children(recursive=True), launcher]:
+        process.send_signal(signal.SIGKILL)
+    launcher.wait()
+    assert not out.exists()
+
+
+def test_two_processes_resume_to_the_bytes_of_an_uninterrupted_run_with_dropout(tmp_path):
+    """LoRA dropout draws each process's own masks (torch's RNG, seed + rank): a checkpoint
+    keeps every process's RNG state and each process restores its own, so two processes killed
+    mid-run and resumed end with the bytes of two processes never interrupted."""
+    raw = {**RAW, "method": "lora", "lora": {"dropout": 0.3}}
+    raw["train"] = {**RAW["train"], "max_steps": 6, "save_every": 1}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    whole = _train(recipe, tmp_path / "whole", 2)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    out = tmp_path / "killed"
+    _kill_at_step(recipe, out, 3)
+    staging = out.with_name(".killed.partial")
+    at = int(checkpoints.latest(staging / "checkpoints").name.removeprefix("step-"))
+    resumed = _train(recipe, out, 2)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resumed from the checkpoint at step {at} of 6" in resumed.stderr
+    assert [s["step"] for s in _steps(out)] == list(range(1, 7))
+    assert json.loads((out / "results.json").read_text())["resumed_from"] == at
+    expected = {p.name: p.read_bytes() for p in (tmp_path / "whole").rglob("*.safetensors")}
+    assert {p.name: p.read_bytes() for p in out.rglob("*.safetensors")} == expected
 
 
 @pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED", "MEGATRON_LM"])
