@@ -109,6 +109,15 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """A CPU generator for optimizer step ``step`` of a run seeded ``seed``: the same in every
+    process, and apart from torch's global RNG (seeded ``seed + rank``). The pair is hashed to
+    32 bits (numpy's SeedSequence): a CPU generator reads only the low 32 bits of its seed."""
+    from numpy.random import SeedSequence
+
+    return torch.Generator().manual_seed(int(SeedSequence([seed, step]).generate_state(1)[0]))
+
+
 @dataclass
 class _Loop:
     """What every optimizer step of a stage needs: built by :func:`train_loop` per stage. The
@@ -132,6 +141,7 @@ class _Loop:
         self.penalty = getattr(parts, "penalty", None)
         self.after_step = getattr(parts, "after_step", None)
         self.begin_epoch = getattr(parts, "begin_epoch", None)
+        self.begin_step = getattr(parts, "begin_step", None)
 
     @property
     def world(self) -> int:
@@ -224,6 +234,8 @@ class _Loop:
             if self.begin_epoch is not None and (local - 1) % per_epoch == 0:
                 self.begin_epoch((local - 1) // per_epoch + 1)
             batch = [rows[i] for i in next(order)]
+            if self.begin_step is not None:
+                self.begin_step(step, step_generator(self.cfg.seed, step))
             loss, supervised, tokens, padded, norm = self.step(step, batch)
             if self.after_step is not None:
                 self.after_step(step)

@@ -29,6 +29,10 @@ class Parts(Protocol):
       ``epochs``) when the part trains in separate stages (LoFiT), else None;
     - ``begin_stage(stage)``: called before each of those stages (1, 2, ...);
     - ``begin_epoch(epoch)``: called before the first step of each epoch (1, 2, ...);
+    - ``begin_step(step, generator)``: called before each optimizer step with a CPU generator
+      seeded by the run's seed and the step, the same in every process: what a part draws from
+      it (JoLA's gate noise) does not depend on how the batch is split into processes or
+      micro-batches;
     - ``after_step(step)``: called after each optimizer step (projections, stage switches);
     - ``batch_context(batch)``: a context manager active during the forward of a micro-batch,
       given the collated batch (with ``prompt_lengths``), e.g. to tell adapters which tokens

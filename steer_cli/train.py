@@ -159,7 +159,7 @@ def recomputing(model: nn.Module, enabled: bool):
     """``train.gradient_checkpointing``: transformers' own (non-reentrant) checkpointing of each
     decoder layer while training, off again for evaluation. Adapter hooks run again in the
     recompute and give the same output (positions keep the forward's mask; JoLA's gate noise
-    comes from torch's RNG, which the recompute replays)."""
+    is drawn once per step, before the forward)."""
     if not enabled:
         yield
         return
