@@ -29,20 +29,29 @@ class Prepared:
     data_sizes: dict
 
     def evaluate(self, label: str, model: nn.Module) -> tuple[dict, list[dict]]:
-        """The paper's accuracy on the test split: batched greedy generation + the task's parser."""
-        from steer_cli.evaluate.generation import evaluate_accuracy
+        """The paper's accuracy on the test split: batched greedy generation + the task's parser.
+
+        Split across the run's processes (each generates its share of the batches, every
+        process gets all records back): the same records as one process's."""
+        from accelerate import PartialState
+
+        from steer_cli.evaluate.generation import by_length, evaluate_accuracy, share
         from steer_cli.report import StepProgress
 
-        test = self.test
-        with StepProgress(f"eval {label}", len(test), every=max(1, len(test) // 4)) as bar:
+        processes = PartialState()  # the run's, set up by train.run
+        batch_size = self.recipe.eval.batch_size
+        rank, count = processes.process_index, processes.num_processes
+        mine = len(share(by_length(self.test_prompts), batch_size, rank, count))
+        with StepProgress(f"eval {label}", mine, every=max(1, mine // 4)) as bar:
             return evaluate_accuracy(
                 model,
                 self.tokenizer,
                 self.task,
-                test,
+                self.test,
                 self.test_prompts,
+                processes=processes,
                 max_new_tokens=self.recipe.eval.max_new_tokens or self.task.max_new_tokens,
-                batch_size=self.recipe.eval.batch_size,
+                batch_size=batch_size,
                 on_batch=lambda n: bar.advance(n),
             )
 

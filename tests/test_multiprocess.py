@@ -1,5 +1,6 @@
 """Multi-process training: two CPU processes (torchrun, gloo) train what one process trains,
-and results.json says how it ran."""
+split the evaluation and get one process's records, resume to the bytes of an uninterrupted
+run, and results.json says how it ran."""
 
 import json
 import os
@@ -17,9 +18,10 @@ from steer_cli import checkpoints
 
 RAW = {
     "model": "tiny-llama",
-    "data": {"train_size": 16, "validation_size": 2, "test_size": 4},
+    "data": {"train_size": 16, "validation_size": 2, "test_size": 5},
     "train": {"max_steps": 4, "batch_size": 4, "report_to": "none"},
-    "eval": {"before": False, "batch_size": 4, "max_new_tokens": 4},
+    # Three evaluation batches (2, 2, 1 rows): the main process takes the first and the last.
+    "eval": {"before": False, "batch_size": 2, "max_new_tokens": 4},
 }
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -45,6 +47,22 @@ def _tensors(out) -> dict[str, torch.Tensor]:
 
 def _steps(out) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _evaluated_in_one_process(run, out) -> tuple[float, list[str]]:
+    """``steer eval RUN --protocol paper`` in one process: the accuracy and the outputs."""
+    command = [sys.executable, "-m", "steer_cli", "eval", str(run), "--protocol", "paper"]
+    command += ["--log-samples", "--output", str(out)]
+    done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (summary,) = out.glob("paper-*[0-9].json")
+    (samples,) = out.glob("paper-*.samples.jsonl")
+    accuracy = json.loads(summary.read_text())["summary"]["metrics"]["listops"]["acc,paper"]
+    return accuracy, [s["output"] for s in _jsonl(samples)]
 
 
 @pytest.mark.parametrize("method", ["postblock", "lora", "joint-orth", "lofit", "jola"])
@@ -73,6 +91,40 @@ def test_two_processes_train_what_one_trains(tmp_path, method):
     assert (results["processes"], results["device"], results["dtype"]) == (2, "cpu", "float32")
     assert json.loads((tmp_path / "one" / "results.json").read_text())["processes"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "r.yaml", "two"]
+    # Each process generated its share of the test batches; the gathered records are what one
+    # process generates from the same adapter, in the same order.
+    accuracy, outputs = _evaluated_in_one_process(tmp_path / "two", tmp_path / "eval")
+    predictions = _jsonl(tmp_path / "two" / "predictions.jsonl")
+    assert len(set(outputs)) > 1, "outputs that differ, or a wrong order could not show"
+    assert [p["output"] for p in predictions] == outputs
+    assert results["eval"]["after"]["accuracy"] == accuracy
+
+
+def test_each_process_generates_its_share_of_the_batches_one_process_makes():
+    """The evaluation's split, process by process (``processes`` stands in for accelerate's
+    state; in one process the gather hands back this process's own outputs)."""
+    from types import SimpleNamespace
+
+    from steer_cli.evaluate.generation import by_length, generate, generate_shared, share
+    from steer_cli.models import load_model
+
+    model, tokenizer = load_model("tiny-llama", dtype="float32", device="cpu")
+    texts = ["[MAX 1 2 ]", "[MIN 4 [MAX 7 8 ] 5 ]", "[SM 3 ]", "[MED 1 2 3 4 5 6 ]", "[MAX 9 ]"]
+    prompts = [tokenizer(t)["input_ids"] for t in texts]
+    kwargs = {"max_new_tokens": 4, "batch_size": 2}
+    whole = generate(model, tokenizer, prompts, **kwargs)
+    order = by_length(prompts)
+    assert share(order, 2, 0, 2) == order[:2] + order[4:]  # batches 1 and 3 of one process's
+    assert share(order, 2, 1, 2) == order[2:4]
+    for rank, batches in ((0, [2, 1]), (1, [2])):
+        sizes: list[int] = []
+        processes = SimpleNamespace(process_index=rank, num_processes=2)
+        outputs = generate_shared(
+            model, tokenizer, prompts, processes=processes, on_batch=sizes.append, **kwargs
+        )
+        assert sizes == batches  # this process generated its batches, no other
+        mine = share(order, 2, rank, 2)
+        assert [outputs[i] for i in mine] == [whole[i] for i in mine]
 
 
 def test_the_step_generator_is_the_seed_and_the_steps_alone():
