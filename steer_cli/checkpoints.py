@@ -313,15 +313,17 @@ def _say_resumed(checkpoint: Checkpoint, total: int, position: dict, processes: 
 
     step = checkpoint.step
     err_console.print(
-        f"resumed from the checkpoint at step {step} of {total} ({checkpoint.path}): "
-        f"steps {step + 1}-{total} to go; --restart discards it",
+        f"resumed from the checkpoint at step {step} of {total}: steps {step + 1}-{total} to go "
+        f"({checkpoint.path}; --restart discards it)",
         highlight=False,
+        soft_wrap=True,
     )
     saved = position.get("processes", 1)
     if saved != processes:
         err_console.print(
-            f"[yellow]warning:[/] the checkpoint was written by {saved} process(es), this run "
-            f"has {processes}: each process's share of a batch and its random draws differ, so "
-            "the run will not end with the bytes of an uninterrupted one",
+            f"[yellow]warning:[/] the checkpoint was written by {saved} processes, this run has "
+            f"{processes}: it will not end with the bytes of an uninterrupted run (each "
+            "process's share of a batch and its random draws differ)",
             highlight=False,
+            soft_wrap=True,
         )

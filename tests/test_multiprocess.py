@@ -4,6 +4,7 @@ run, and results.json says how it ran."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -175,6 +176,7 @@ def test_two_processes_resume_to_the_bytes_of_an_uninterrupted_run_with_dropout(
     _kill_at_step(recipe, out, 3)
     staging = out.with_name(".killed.partial")
     at = int(checkpoints.latest(staging / "checkpoints").name.removeprefix("step-"))
+    shutil.copytree(staging, tmp_path / ".fewer.partial")
     resumed = _train(recipe, out, 2)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resumed from the checkpoint at step {at} of 6" in resumed.stderr
@@ -182,6 +184,11 @@ def test_two_processes_resume_to_the_bytes_of_an_uninterrupted_run_with_dropout(
     assert json.loads((out / "results.json").read_text())["resumed_from"] == at
     expected = {p.name: p.read_bytes() for p in (tmp_path / "whole").rglob("*.safetensors")}
     assert {p.name: p.read_bytes() for p in out.rglob("*.safetensors")} == expected
+    # The same checkpoint resumed by one process: it trains on, and says the bytes will differ.
+    fewer = _train(recipe, tmp_path / "fewer", 1)
+    assert fewer.returncode == 0, fewer.stderr[-2000:]
+    assert "written by 2 processes, this run has 1" in fewer.stderr
+    assert [s["step"] for s in _steps(tmp_path / "fewer")] == list(range(1, 7))
 
 
 @pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED", "MEGATRON_LM"])
