@@ -293,7 +293,9 @@ def train_loop(
     The loss is the mean over the supervised (answer + EOS) tokens of the whole effective batch,
     however it is split into micro-batches or processes. Batches group similar lengths
     (:mod:`steer_cli.data.batching`; ``mega_batches=0``: plain seeded shuffling). ``cfg.seed``
-    seeds the data order and every random draw of the steps (dropout), process by process.
+    seeds the data order and every random draw of the steps: torch's RNG (dropout) process by
+    process (seed + rank), a part's ``begin_step`` draws (JoLA's gates) from
+    :func:`step_generator`, the same in every process.
 
     A part with ``training_stages`` (LoFiT) is trained once per stage, as separate trainings
     are: a fresh optimizer and schedule, the stage's LR and epochs, the same seeded data order;

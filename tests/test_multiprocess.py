@@ -128,6 +128,35 @@ def test_each_process_generates_its_share_of_the_batches_one_process_makes():
         assert [outputs[i] for i in mine] == [whole[i] for i in mine]
 
 
+def test_jola_trains_the_same_whatever_the_micro_batches():
+    """JoLA's gate noise is the step's, not each forward's: one process in micro-batches of 1
+    trains what it trains in one micro-batch of 4 (as two processes train what one trains)."""
+    from steer_cli.data.encode import encode_for_training
+    from steer_cli.data.tasks import Example
+    from steer_cli.engine.adapters import AdapterShape
+    from steer_cli.engine.attach import InterventionSpec, attach
+    from steer_cli.loop import train_loop
+    from steer_cli.models import load_model
+    from steer_cli.recipe import build_recipe
+
+    model, tokenizer = load_model("tiny-llama", dtype="float32", device="cpu")
+    model.requires_grad_(False)
+    examples = [Example(prompt=f"[SM {i} 3 ]", target=f"<answer>{i + 3}</answer>", answer="")
+                for i in range(4)]  # fmt: skip
+    rows, _ = encode_for_training(tokenizer, examples, chat=True, max_length=128)
+    spec = InterventionSpec(site="attn_heads", shape=AdapterShape("jola"))
+    states = []
+    for micro in (1, 4):
+        handle = attach(model, spec, seed=0)
+        train = {"max_steps": 3, "batch_size": 4, "micro_batch_size": micro, "lr": 5e-2}
+        cfg = build_recipe({"method": "jola", "train": train}).train
+        train_loop(model, handle, rows, cfg, pad_id=tokenizer.pad_token_id)
+        handle.detach()
+        states.append(handle.state_dict())
+    for key in states[0]:
+        torch.testing.assert_close(states[0][key], states[1][key], rtol=1e-3, atol=1e-6)
+
+
 def test_the_step_generator_is_the_seed_and_the_steps_alone():
     """What JoLA draws its gate noise from: the same in every process (no rank in it), and
     different for another seed or step (a CPU generator reads only 32 bits of its seed: a seed
