@@ -12,9 +12,9 @@ temporary one, is never read. Only the newest complete checkpoint is kept.
 
 What makes a resumed run byte-identical to an uninterrupted one: every tensor the next step reads
 is restored exactly (parameters, LoFiT's head mask, AdamW's moments and step counts, the
-schedule), torch's RNG (dropout, JoLA's gates) and the adapters' own generator are set back to
-their state after the saved step, and the data order, a pure function of the seed, is replayed
-to the saved position.
+schedule), torch's RNG (dropout) of every process and the adapters' own generator are set back
+to their state after the saved step, and the data order, a pure function of the seed, is
+replayed to the saved position; the resumed loop runs only the steps after it.
 """
 
 from __future__ import annotations
@@ -128,7 +128,6 @@ def _fsync(path: Path) -> None:
 def resume_point(staged, recipe):
     """The newest checkpoint of this run to resume from (None: start afresh)."""
     from steer_cli.errors import SteerError
-    from steer_cli.report import err_console
 
     point = read(staged.checkpoints) if staged.resume else None
     if point is None:
@@ -142,11 +141,7 @@ def resume_point(staged, recipe):
             f"{staged.staging} holds a checkpoint of another recipe (step {point.step})",
             "pass --restart to discard it, or --output DIR to train elsewhere",
         )
-    err_console.print(
-        f"resuming from the checkpoint at step {point.step} ({point.path}); --restart discards it",
-        highlight=False,
-    )
-    return point
+    return point  # the loop says so when it has restored it (restore_loop)
 
 
 def checkpointer_for(recipe, staged, results: dict) -> Checkpointer:
@@ -175,21 +170,42 @@ def say_if_kept(staged) -> None:
 # -- what the loop saves -----------------------------------------------------------------------
 
 
-def rng_tensors(device: torch.device, generator: torch.Generator | None) -> dict:
-    out = {"rng.torch": torch.get_rng_state()}
-    if device.type == "cuda":
+def _ranked(rank: int, key: str) -> str:
+    """A process's name for an RNG state: the main process's unprefixed (what one process
+    saves), the others' ``rank<r>.``-prefixed."""
+    return key if rank == 0 else f"rank{rank}.{key}"
+
+
+def rng_tensors(accelerator, generator: torch.Generator | None) -> dict:
+    """Every process's RNG states, gathered (a collective: call it in every process): torch's
+    CPU state and its CUDA devices' (``rng.torch``, ``rng.cuda.<i>``, per rank, see
+    :func:`_ranked`), and the adapters' generator (one: it is the same in every process)."""
+    own = {"rng.torch": torch.get_rng_state()}
+    if accelerator.device.type == "cuda":
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
-            out[f"rng.cuda.{i}"] = state
+            own[f"rng.cuda.{i}"] = state
+    if accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        every = gather_object([own])  # in rank order
+    else:
+        every = [own]
+    out = {_ranked(rank, k): v for rank, states in enumerate(every) for k, v in states.items()}
     if generator is not None:
         out["rng.adapters"] = generator.get_state()
     return out
 
 
-def restore_rng(tensors: dict, device: torch.device, generator: torch.Generator | None) -> None:
-    torch.set_rng_state(tensors["rng.torch"])
-    if device.type == "cuda":
-        cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
-        if cuda:
+def restore_rng(tensors: dict, accelerator, generator: torch.Generator | None) -> None:
+    """Set this process's RNG states back to its own saved ones. A process the checkpoint has
+    none for (it was written by fewer processes) keeps its RNG as seeded."""
+    rank = accelerator.process_index
+    if _ranked(rank, "rng.torch") in tensors:
+        torch.set_rng_state(tensors[_ranked(rank, "rng.torch")])
+    if accelerator.device.type == "cuda":
+        count = torch.cuda.device_count()
+        cuda = [tensors.get(_ranked(rank, f"rng.cuda.{i}")) for i in range(count)]
+        if all(state is not None for state in cuda):
             torch.cuda.set_rng_state_all(cuda)
     if generator is not None and "rng.adapters" in tensors:
         generator.set_state(tensors["rng.adapters"])
@@ -242,8 +258,7 @@ def loop_state(loop, parts, *, stage: int, local: int, counts) -> tuple[dict, di
         tensors.update({f"buffer.{n}": b for n, b in module.named_buffers()})
     optim, groups = optimizer_tensors(loop.optimizer)
     tensors.update(optim)
-    device = loop.accelerator.device
-    tensors.update(rng_tensors(device, getattr(parts, "generator", None)))
+    tensors.update(rng_tensors(loop.accelerator, getattr(parts, "generator", None)))
     training_state = getattr(parts, "training_state", None)
     state = {
         "position": {
@@ -254,6 +269,7 @@ def loop_state(loop, parts, *, stage: int, local: int, counts) -> tuple[dict, di
             "supervised": counts.supervised,
             "padded": counts.padded,
             "loss": counts.loss,
+            "processes": loop.accelerator.num_processes,
         },
         "scheduler": loop.scheduler.state_dict(),
         "optimizer": groups,
@@ -263,7 +279,8 @@ def loop_state(loop, parts, *, stage: int, local: int, counts) -> tuple[dict, di
 
 
 def restore_loop(loop, parts, checkpoint: Checkpoint, counts) -> int:
-    """Put a loop (and its parts) back to a checkpoint's state; the stage-local step it was at.
+    """Put a loop (and its parts) back to a checkpoint's state, say so (the main process), and
+    return the stage-local step it was at: the loop runs the steps after it.
 
     Call it inside the loop's seeded context, after the stage's setup (``begin_stage``,
     ``begin_training``), whose draws and edits this overwrites."""
@@ -281,9 +298,32 @@ def restore_loop(loop, parts, checkpoint: Checkpoint, counts) -> int:
         load_training_state(state["parts"])
     restore_optimizer(loop.optimizer, tensors, state["optimizer"])
     loop.scheduler.load_state_dict(state["scheduler"])
-    restore_rng(tensors, loop.accelerator.device, getattr(parts, "generator", None))
+    restore_rng(tensors, loop.accelerator, getattr(parts, "generator", None))
     position = state["position"]
     counts.steps, counts.loss = position["step"], position["loss"]
     counts.tokens, counts.supervised = position["tokens"], position["supervised"]
     counts.padded = position["padded"]
+    if loop.accelerator.is_main_process:
+        _say_resumed(checkpoint, counts.total, position, loop.accelerator.num_processes)
     return int(position["local"])
+
+
+def _say_resumed(checkpoint: Checkpoint, total: int, position: dict, processes: int) -> None:
+    from steer_cli.report import err_console
+
+    step = checkpoint.step
+    err_console.print(
+        f"resumed from the checkpoint at step {step} of {total}: steps {step + 1}-{total} to go "
+        f"({checkpoint.path}; --restart discards it)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    saved = position.get("processes", 1)
+    if saved != processes:
+        err_console.print(
+            f"[yellow]warning:[/] the checkpoint was written by {saved} processes, this run has "
+            f"{processes}: it will not end with the bytes of an uninterrupted run (each "
+            "process's share of a batch and its random draws differ)",
+            highlight=False,
+            soft_wrap=True,
+        )

@@ -28,9 +28,9 @@ def plan(recipe: Recipe) -> dict:
     from steer_cli.loop import plan_steps, with_stages
     from steer_cli.models import resolve_device, resolve_dtype
     from steer_cli.parts import adapter_spec, count_parameters, kind_of
-    from steer_cli.train import _prepare
+    from steer_cli.prepare import prepare
 
-    prepared = _prepare(recipe, skeleton=True)
+    prepared = prepare(recipe, skeleton=True)
     recipe = prepared.recipe  # adapter.rank: auto resolved
     kind = kind_of(recipe)
     trainable = count_parameters(prepared.model, recipe)

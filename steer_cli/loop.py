@@ -13,64 +13,41 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 from torch import nn
 
 from steer_cli.data.batching import MEGA_BATCHES, batch_stream, batches_per_epoch
 from steer_cli.data.encode import IGNORE_INDEX, collate_right_padded
+from steer_cli.loop_plan import (
+    Parts,
+    check_not_sharded,
+    optimizer_for,
+    plan_steps,
+    planned_steps,
+    stage_configs,
+    trained_params,
+    with_stages,
+)
+from steer_cli.loop_records import Counts, LoopSummary, NonFinite, StepStats
 from steer_cli.recipe import TrainSection
 
-
-@dataclass
-class StepStats:
-    step: int
-    total_steps: int
-    loss: float
-    lr: float  # the first optimizer group's (joint runs: the adapter's)
-    tokens: int  # non-pad tokens processed in this step
-    seconds: float
-    group_lrs: list[float] | None = None  # every group's LR, when they differ
-    stage: int | None = None  # which training of a staged run (LoFiT: 1, 2)
-    grad_norm: float | None = None  # the gradients' total L2 norm, before any clipping
-
-
-@dataclass
-class LoopSummary:
-    steps: int
-    tokens: int
-    supervised_tokens: int
-    seconds: float
-    final_loss: float
-    padded_tokens: int = 0  # tokens processed, padding included
-
-    @property
-    def padding_fraction(self) -> float:
-        return 1 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0
-
-
-class Parts(Protocol):
-    """What the loop needs from the trained parts of a method (adapters, LoRA, full weights).
-
-    Only ``parameters`` is required; the loop uses the others when a part defines them:
-
-    - ``module``: the ``nn.Module`` holding parameters that live outside the model (adapters),
-      registered beside the model so DDP sees them (a part that is a module counts as its own);
-    - ``param_groups(lr)``: optimizer groups, e.g. separate learning rates in joint training;
-    - ``penalty(step)``: a regulariser added to the loss (L1 for LoFiT, expected L0 for JoLA);
-    - ``begin_training(total_steps)``: called once before step 1 (e.g. to plan stage switches);
-    - ``training_stages()``: a list of per-stage overrides of train's settings (``lr``,
-      ``epochs``) when the part trains in separate stages (LoFiT), else None;
-    - ``begin_stage(stage)``: called before each of those stages (1, 2, ...);
-    - ``begin_epoch(epoch)``: called before the first step of each epoch (1, 2, ...);
-    - ``after_step(step)``: called after each optimizer step (projections, stage switches);
-    - ``batch_context(batch)``: a context manager active during the forward of a micro-batch,
-      given the collated batch (with ``prompt_lengths``), e.g. to tell adapters which tokens
-      are the prompt.
-    """
-
-    def parameters(self) -> Iterator[nn.Parameter]: ...
+# What other modules import from here: the plan of a training lives in :mod:`steer_cli.loop_plan`,
+# what it reports in :mod:`steer_cli.loop_records`.
+__all__ = [
+    "LoopSummary",
+    "NonFinite",
+    "Parts",
+    "StepStats",
+    "check_not_sharded",
+    "plan_steps",
+    "planned_steps",
+    "seeded",
+    "stage_configs",
+    "supervised_loss",
+    "train_loop",
+    "with_stages",
+]
 
 
 class _Trainable(nn.Module):
@@ -121,12 +98,6 @@ def supervised_loss(
     )
 
 
-def plan_steps(n_examples: int, cfg: TrainSection) -> int:
-    if cfg.max_steps:
-        return cfg.max_steps
-    return max(1, math.ceil(batches_per_epoch(n_examples, cfg.batch_size) * cfg.epochs))
-
-
 @contextmanager
 def seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Every draw from torch's global RNG inside (peft's LoRA dropout, a model's own dropout)
@@ -138,9 +109,19 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """A CPU generator for optimizer step ``step`` of a run seeded ``seed``: the same in every
+    process, and apart from torch's global RNG (seeded ``seed + rank``). The pair is hashed to
+    32 bits (numpy's SeedSequence): a CPU generator reads only the low 32 bits of its seed."""
+    from numpy.random import SeedSequence
+
+    return torch.Generator().manual_seed(int(SeedSequence([seed, step]).generate_state(1)[0]))
+
+
 @dataclass
 class _Loop:
-    """What every optimizer step needs: built once by :func:`train_loop`."""
+    """What every optimizer step of a stage needs: built by :func:`train_loop` per stage. The
+    parts' optional hooks (see :class:`~steer_cli.loop_plan.Parts`) are read from ``parts``."""
 
     model: nn.Module
     wrapped: nn.Module
@@ -150,13 +131,17 @@ class _Loop:
     params: list[nn.Parameter]
     cfg: TrainSection
     pad_id: int
-    batch_context: Callable
-    penalty: Callable | None
-    after_step: Callable | None = None
-    begin_epoch: Callable | None = None
-    on_step: Callable[[StepStats], None] | None = None
     parts: Parts | None = None
+    on_step: Callable[[StepStats], None] | None = None
     checkpointer: object | None = None  # checkpoints.Checkpointer
+
+    def __post_init__(self) -> None:
+        parts = self.parts
+        self.batch_context = getattr(parts, "batch_context", None) or (lambda b: nullcontext())
+        self.penalty = getattr(parts, "penalty", None)
+        self.after_step = getattr(parts, "after_step", None)
+        self.begin_epoch = getattr(parts, "begin_epoch", None)
+        self.begin_step = getattr(parts, "begin_step", None)
 
     @property
     def world(self) -> int:
@@ -233,7 +218,7 @@ class _Loop:
         self,
         rows: list[dict],
         order: Iterator,
-        counts: _Counts,
+        counts: Counts,
         steps: int,
         *,
         stage: int | None,
@@ -249,6 +234,8 @@ class _Loop:
             if self.begin_epoch is not None and (local - 1) % per_epoch == 0:
                 self.begin_epoch((local - 1) // per_epoch + 1)
             batch = [rows[i] for i in next(order)]
+            if self.begin_step is not None:
+                self.begin_step(step, step_generator(self.cfg.seed, step))
             loss, supervised, tokens, padded, norm = self.step(step, batch)
             if self.after_step is not None:
                 self.after_step(step)
@@ -271,40 +258,13 @@ class _Loop:
             if self.checkpointer is not None and self.checkpointer.due(step, counts.total):
                 self.save(stage or 1, local, counts)
 
-    def save(self, stage: int, local: int, counts: _Counts) -> None:
+    def save(self, stage: int, local: int, counts: Counts) -> None:
         from steer_cli.checkpoints import loop_state
 
         tensors, state = loop_state(self, self.parts, stage=stage, local=local, counts=counts)
         if self.accelerator.is_main_process:
             self.checkpointer.save(counts.steps, tensors, state)
         self.accelerator.wait_for_everyone()
-
-
-@dataclass
-class _Counts:
-    """What the steps of a run processed so far, every stage together."""
-
-    total: int
-    steps: int = 0
-    tokens: int = 0
-    supervised: int = 0
-    padded: int = 0
-    loss: float = float("nan")
-
-    def add(self, loss: float, supervised: int, tokens: int, padded: int) -> None:
-        self.steps += 1
-        self.loss = loss
-        self.supervised += supervised
-        self.tokens += tokens
-        self.padded += padded
-
-
-class NonFinite(ArithmeticError):
-    """A step's loss or gradient is NaN or infinite (``train.on_nonfinite: stop``)."""
-
-    def __init__(self, step: int, loss: float, grad_norm: float):
-        super().__init__(f"step {step}: loss {loss}, gradient norm {grad_norm}")
-        self.step, self.loss, self.grad_norm = step, loss, grad_norm
 
 
 def _grad_norm(params: list[nn.Parameter]) -> torch.Tensor:
@@ -314,74 +274,6 @@ def _grad_norm(params: list[nn.Parameter]) -> torch.Tensor:
         return torch.zeros((), device=params[0].device)
     norms = torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
     return torch.linalg.vector_norm(norms)
-
-
-def _trained_params(model: nn.Module, trainable: Parts | None) -> list[nn.Parameter]:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if trainable is not None:
-        seen = {id(p) for p in params}
-        params += [p for p in trainable.parameters() if p.requires_grad and id(p) not in seen]
-    if not params:
-        raise ValueError("nothing to train: no parameter requires grad")
-    return params
-
-
-def _optimizer(trainable: Parts | None, params: list, cfg: TrainSection, total: int):
-    """AdamW over the parts' groups (every trained parameter in one), and the LR schedule."""
-    from transformers import get_scheduler
-
-    groups_of = getattr(trainable, "param_groups", None)
-    groups = groups_of(cfg.lr) if groups_of else [{"params": params}]
-    grouped = {id(p) for g in groups for p in g["params"]}
-    if missed := [p for p in params if id(p) not in grouped]:
-        groups.append({"params": missed})  # e.g. model weights left trainable beside adapters
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = get_scheduler(
-        cfg.scheduler,
-        optimizer,
-        num_warmup_steps=round(cfg.warmup_ratio * total),
-        num_training_steps=total,
-    )
-    return optimizer, scheduler
-
-
-def stage_configs(trainable: Parts | None, cfg: TrainSection) -> list[TrainSection]:
-    """The trainings a run is made of: ``[cfg]``, or one per stage of a part's
-    ``training_stages()`` (LoFiT), each ``cfg`` with that stage's overrides (lr, epochs)."""
-    plan = getattr(trainable, "training_stages", None)
-    return with_stages(cfg, plan() if plan is not None else None)
-
-
-def with_stages(cfg: TrainSection, stages: list[dict] | None) -> list[TrainSection]:
-    """``[cfg]``, or ``cfg`` with each stage's overrides."""
-    return [cfg.model_copy(update=stage) for stage in stages] if stages else [cfg]
-
-
-def planned_steps(n_examples: int, trainable: Parts | None, cfg: TrainSection) -> int:
-    """Optimizer steps of the whole run, every stage together."""
-    return sum(plan_steps(n_examples, c) for c in stage_configs(trainable, cfg))
-
-
-def check_not_sharded(accelerator) -> None:
-    """Refuse a sharding launch (``accelerate launch --use_fsdp``, DeepSpeed, Megatron-LM).
-
-    Data parallelism keeps a whole copy of every parameter in each process, which is what the
-    loop and the parts read when they save the adapter, project Joint-Orth's, or checkpoint;
-    sharding splits them across processes, untested here, so it is refused, not guessed.
-    (accelerate does not launch FSDP on a CPU at all; tests/test_multiprocess.py checks both.)
-    """
-    from accelerate.utils import DistributedType
-
-    sharded = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
-    if accelerator.distributed_type in sharded:
-        from steer_cli.errors import SteerError
-
-        raise SteerError(
-            f"steer train does not shard parameters ({accelerator.distributed_type.value} "
-            "launch): it saves, projects and checkpoints whole parameters, which sharding splits.",
-            "Launch plain data parallelism (torchrun, or accelerate launch without --use_fsdp "
-            "or DeepSpeed): adapters train no base weight, so each GPU holds one bf16 copy.",
-        )
 
 
 def train_loop(
@@ -401,7 +293,9 @@ def train_loop(
     The loss is the mean over the supervised (answer + EOS) tokens of the whole effective batch,
     however it is split into micro-batches or processes. Batches group similar lengths
     (:mod:`steer_cli.data.batching`; ``mega_batches=0``: plain seeded shuffling). ``cfg.seed``
-    seeds the data order and every random draw of the steps (dropout), process by process.
+    seeds the data order and every random draw of the steps: torch's RNG (dropout) process by
+    process (seed + rank), a part's ``begin_step`` draws (JoLA's gates) from
+    :func:`step_generator`, the same in every process.
 
     A part with ``training_stages`` (LoFiT) is trained once per stage, as separate trainings
     are: a fresh optimizer and schedule, the stage's LR and epochs, the same seeded data order;
@@ -411,31 +305,22 @@ def train_loop(
     due; ``resume`` (a :class:`~steer_cli.checkpoints.Checkpoint`) continues from one, to the
     same bytes an uninterrupted run ends with.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
-
-    device = next(model.parameters()).device
-    # LoFiT leaves one kind of its parameters unused in each stage; DDP must be told.
-    unused = bool(getattr(trainable, "unused_parameters", False))
-    accelerator = Accelerator(
-        cpu=device.type == "cpu",
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)],
-    )
-    check_not_sharded(accelerator)
-    params = _trained_params(model, trainable)
+    accelerator = _accelerator(model, trainable)
+    params = trained_params(model, trainable)
     configs = stage_configs(trainable, cfg)
     totals = [plan_steps(len(rows), c) for c in configs]
-    counts = _Counts(total=sum(totals))
+    counts = Counts(total=sum(totals))
     begin_stage = getattr(trainable, "begin_stage", None) if len(configs) > 1 else None
     wrapped = None
     start = time.perf_counter()
     resume_stage = resume.state["position"]["stage"] if resume is not None else 0
+    resumed_from = None
     for stage, (stage_cfg, steps) in enumerate(zip(configs, totals, strict=True), 1):
         if stage < resume_stage:
             continue  # finished before the checkpoint: its results are in it
         if begin_stage is not None:
             begin_stage(stage)
-        optimizer, scheduler = _optimizer(trainable, params, stage_cfg, steps)
+        optimizer, scheduler = optimizer_for(trainable, params, stage_cfg, steps)
         if wrapped is None:
             wrapped, optimizer = accelerator.prepare(_Trainable(model, trainable), optimizer)
             if (begin_training := getattr(trainable, "begin_training", None)) is not None:
@@ -443,23 +328,9 @@ def train_loop(
         else:
             optimizer = accelerator.prepare(optimizer)
         loop = _Loop(
-            model=model,
-            wrapped=wrapped,
-            accelerator=accelerator,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            params=params,
-            cfg=stage_cfg,
-            pad_id=pad_id,
-            batch_context=getattr(trainable, "batch_context", None)
-            or (lambda batch: nullcontext()),
-            penalty=getattr(trainable, "penalty", None),
-            after_step=getattr(trainable, "after_step", None),
-            begin_epoch=getattr(trainable, "begin_epoch", None),
-            on_step=on_step,
-            parts=trainable,
-            checkpointer=checkpointer,
-        )
+            model, wrapped, accelerator, optimizer, scheduler, params, stage_cfg, pad_id,
+            parts=trainable, on_step=on_step, checkpointer=checkpointer,
+        )  # fmt: skip
         order = batch_stream(
             [len(r["input_ids"]) for r in rows],
             cfg.batch_size,
@@ -474,6 +345,7 @@ def train_loop(
                 from steer_cli.checkpoints import restore_loop
 
                 done = restore_loop(loop, trainable, resume, counts)
+                resumed_from = counts.steps
                 for _ in range(done):
                     next(order)  # the data order is the seed's: replay it to the checkpoint
             label = stage if len(configs) > 1 else None
@@ -486,4 +358,21 @@ def train_loop(
         seconds=time.perf_counter() - start,
         final_loss=counts.loss,
         padded_tokens=counts.padded,
+        resumed_from=resumed_from,
     )
+
+
+def _accelerator(model: nn.Module, trainable: Parts | None):
+    """Accelerate's handle on this process: the model's device, DDP told about unused
+    parameters (LoFiT leaves one kind of its parameters unused in each stage); sharding
+    launches refused."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    unused = bool(getattr(trainable, "unused_parameters", False))
+    accelerator = Accelerator(
+        cpu=next(model.parameters()).device.type == "cpu",
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)],
+    )
+    check_not_sharded(accelerator)
+    return accelerator

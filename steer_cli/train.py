@@ -9,11 +9,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from steer_cli.errors import SteerError
 from steer_cli.loop import StepStats, plan_steps, planned_steps, train_loop
+from steer_cli.prepare import Prepared, announce, prepare
 from steer_cli.recipe import Recipe
 
 __all__ = ["TrainedRun", "run", "train_loop", "plan_steps", "StepStats"]
@@ -37,129 +37,7 @@ class TrainedRun:
         return getattr(self.parts, "interventions", None)
 
 
-@dataclass
-class _Prepared:
-    """Everything a run needs before training: the recipe (rank resolved), task, model, data."""
-
-    recipe: Recipe
-    task: object
-    model: nn.Module
-    tokenizer: object
-    base_params: int
-    rank_choice: object | None
-    train_rows: list[dict]
-    encode_stats: object
-    test: list
-    test_prompts: list[list[int]]
-    data_sizes: dict
-
-    def evaluate(self, label: str, model: nn.Module) -> tuple[dict, list[dict]]:
-        """The paper's accuracy on the test split: batched greedy generation + the task's parser."""
-        from steer_cli.evaluate.generation import evaluate_accuracy
-        from steer_cli.report import StepProgress
-
-        test = self.test
-        with StepProgress(f"eval {label}", len(test), every=max(1, len(test) // 4)) as bar:
-            return evaluate_accuracy(
-                model,
-                self.tokenizer,
-                self.task,
-                test,
-                self.test_prompts,
-                max_new_tokens=self.recipe.eval.max_new_tokens or self.task.max_new_tokens,
-                batch_size=self.recipe.eval.batch_size,
-                on_batch=lambda n: bar.advance(n),
-            )
-
-
-def _prepare(recipe: Recipe, *, skeleton: bool = False) -> _Prepared:
-    """Load the task's splits and the model, resolve an automatic rank, tokenize the data.
-
-    ``skeleton``: the model on the meta device, without its weights (``--dry-run``)."""
-    from steer_cli import models
-    from steer_cli.data.encode import encode_for_training, prompt_token_ids, uses_chat_template
-    from steer_cli.data.splits import size_line, size_report
-    from steer_cli.data.tasks import load_splits, task_for
-    from steer_cli.errors import SteerError
-    from steer_cli.parts import count_base, count_parameters, resolve_rank
-    from steer_cli.report import err_console
-
-    task = task_for(recipe.data)
-    splits = load_splits(task, recipe.data)
-    data_sizes = size_report(recipe.data, splits)
-    err_console.print(size_line(data_sizes), markup=False, highlight=False)
-    if skeleton:
-        from steer_cli.models.skeleton import load_skeleton
-
-        err_console.print(f"reading model [bold]{recipe.model.name}[/] (config, no weights)")
-        model, tokenizer = load_skeleton(
-            recipe.model.name, trust_remote_code=recipe.model.trust_remote_code
-        )
-    else:
-        err_console.print(f"loading model [bold]{recipe.model.name}[/]")
-        # No training seed here: a base model (tiny-* included) is defined by its name alone.
-        model, tokenizer = models.load_model(
-            recipe.model.name,
-            dtype=recipe.model.dtype,
-            device=recipe.model.device,
-            trust_remote_code=recipe.model.trust_remote_code,
-        )
-    model.requires_grad_(False)
-    base_params = count_base(model)
-    recipe, rank_choice = resolve_rank(model, recipe)  # adapter.rank: auto -> a number
-    if rank_choice is not None:
-        err_console.print(rank_choice.describe(), highlight=False)
-    count_parameters(model, recipe)  # what only the model can refuse (LoFiT's heads), up front
-    chat = uses_chat_template(tokenizer, recipe.data.chat_template)
-    train_rows, encode_stats = encode_for_training(
-        tokenizer, splits["train"], chat=chat, max_length=recipe.data.max_length
-    )
-    if not train_rows:
-        raise SteerError(
-            f"no training example fits data.max_length={recipe.data.max_length}",
-            "raise data.max_length",
-        )
-    test = splits["test"]
-    return _Prepared(
-        recipe=recipe,
-        task=task,
-        model=model,
-        tokenizer=tokenizer,
-        base_params=base_params,
-        rank_choice=rank_choice,
-        train_rows=train_rows,
-        encode_stats=encode_stats,
-        test=test,
-        test_prompts=[prompt_token_ids(tokenizer, ex.prompt, chat) for ex in test],
-        data_sizes=data_sizes,
-    )
-
-
-def _announce(parts, prepared: _Prepared) -> int:
-    """Print the trainable parameters (and warn about low-precision SFT); return their count."""
-    from steer_cli.report import err_console, human_count
-
-    weight_dtype = next(parts.model.parameters()).dtype
-    if parts.kind == "sft" and weight_dtype in (torch.bfloat16, torch.float16):
-        # Pure low-precision AdamW rounds most small updates away (no fp32 master weights).
-        err_console.print(
-            f"[yellow]warning:[/] full fine-tuning with {weight_dtype} weights loses small "
-            "updates; set model.dtype=float32 for faithful SFT",
-            highlight=False,
-        )
-    trainable = parts.num_parameters()
-    base = prepared.base_params
-    stats = prepared.encode_stats
-    err_console.print(
-        f"trainable parameters: [bold]{trainable:,}[/] ({human_count(trainable)}, "
-        f"{100 * trainable / base:.4f}% of {human_count(base)})  ·  "
-        f"{len(prepared.train_rows)} examples, {stats.truncated} truncated, "
-        f"{stats.dropped} dropped"
-    )
-    return trainable
-
-
-def _train_logged(parts, prepared: _Prepared, metrics_path: Path, tracker, checkpointer, resume):
+def _train_logged(parts, prepared: Prepared, metrics_path: Path, tracker, checkpointer, resume):
     """The loop, with one ``metrics.jsonl`` line per step, a progress bar and the trackers;
     from ``resume`` (a checkpoint), the metrics of the steps after it are written again."""
     from steer_cli.loop import NonFinite
@@ -228,7 +106,7 @@ def _step_scalars(s: StepStats) -> dict:
     return values
 
 
-def _evaluate_after(parts, prepared: _Prepared) -> tuple[dict, list[dict]]:
+def _evaluate_after(parts, prepared: Prepared) -> tuple[dict, list[dict]]:
     """The trained model's accuracy; a joint run in the recipe's ``eval.joint_mode``."""
     if parts.kind != "joint":
         return prepared.evaluate("after", parts.model)
@@ -239,7 +117,7 @@ def _evaluate_after(parts, prepared: _Prepared) -> tuple[dict, list[dict]]:
 
 
 def _save(
-    run_dir: Path, parts, prepared: _Prepared, records: list[dict], base: dict | None
+    run_dir: Path, parts, prepared: Prepared, records: list[dict], base: dict | None
 ) -> dict | None:
     """Write the trained parts (bound to their ``base``, see ``steer_cli.fingerprint``), the
     predictions and (joint runs) the alignment diagnostics."""
@@ -281,7 +159,7 @@ def recomputing(model: nn.Module, enabled: bool):
     """``train.gradient_checkpointing``: transformers' own (non-reentrant) checkpointing of each
     decoder layer while training, off again for evaluation. Adapter hooks run again in the
     recompute and give the same output (positions keep the forward's mask; JoLA's gate noise
-    comes from torch's RNG, which the recompute replays)."""
+    is drawn once per step, before the forward)."""
     if not enabled:
         yield
         return
@@ -333,8 +211,32 @@ def _display_name(output: Path) -> str:
         return str(path)
 
 
-def _summary_fields(prepared: _Prepared, trainable: int, summary, wall_start: float) -> dict:
-    return {
+def _results_head(prepared: Prepared, processes: int) -> dict:
+    """What ``results.json`` says before training: what ran, on what, and how."""
+    from steer_cli.parts import kind_of
+
+    recipe = prepared.recipe
+    weights = next(prepared.model.parameters())
+    results: dict = {
+        "method": recipe.method,
+        "kind": kind_of(recipe),
+        "model": recipe.model.name,
+        "task": prepared.task.name,
+        "data": prepared.data_sizes,
+        "processes": processes,
+        "device": str(weights.device),
+        "dtype": str(weights.dtype).removeprefix("torch."),
+        "eval": {},
+    }
+    if prepared.rank_choice is not None:
+        results["rank_search"] = prepared.rank_choice.as_dict()
+    return results
+
+
+def _summary_fields(prepared: Prepared, parts, trainable: int, summary, wall_start: float) -> dict:
+    """What ``results.json`` says after training: sizes, steps, tokens, times, and what the
+    parts ended with (LoFiT's chosen heads, JoLA's open gates, a joint run's projections)."""
+    fields = {
         "trainable_params": trainable,
         "base_params": prepared.base_params,
         "trainable_percent": 100 * trainable / prepared.base_params,
@@ -348,9 +250,15 @@ def _summary_fields(prepared: _Prepared, trainable: int, summary, wall_start: fl
             "test": len(prepared.test),
             **prepared.encode_stats.as_dict(),
         },
+        **({"resumed_from": summary.resumed_from} if summary.resumed_from is not None else {}),
         "train_seconds": summary.seconds,
         "wall_seconds": time.perf_counter() - wall_start,
     }
+    if parts.kind == "adapter":
+        fields["adapter"] = parts.interventions.summary()
+    if parts.kind == "joint":
+        fields["joint"] = parts.summary()
+    return fields
 
 
 def run(
@@ -381,26 +289,14 @@ def run(
         staged = rundir.ShadowRun(output, resume=not restart)
     staged.check()
     tracking.check(recipe.train.trackers)
-    prepared = _prepare(recipe)
+    prepared = prepare(recipe)
     recipe = prepared.recipe
     try:
         with staged as run_dir, _tracked(recipe, run_dir, output) as tracker:
             processes.wait_for_everyone()  # the main process has kept or cleared the staging
             resume = checkpoints.resume_point(staged, recipe)
             write_text(run_dir / rundir.CONFIG, yaml.safe_dump(recipe.resolved(), sort_keys=False))
-            results: dict = {
-                "method": recipe.method,
-                "kind": kind_of(recipe),
-                "model": recipe.model.name,
-                "task": prepared.task.name,
-                "data": prepared.data_sizes,
-                "processes": processes.num_processes,
-                "device": str(next(prepared.model.parameters()).device),
-                "dtype": str(next(prepared.model.parameters()).dtype).removeprefix("torch."),
-                "eval": {},
-            }
-            if prepared.rank_choice is not None:
-                results["rank_search"] = prepared.rank_choice.as_dict()
+            results = _results_head(prepared, processes.num_processes)
             # The base model, before any part exists: right for every kind (SFT has no other).
             if resume is not None and resume.state.get("before") is not None:
                 results["eval"]["before"] = resume.state["before"]
@@ -409,7 +305,7 @@ def run(
                 _log_accuracy(tracker, "before", results["eval"]["before"], step=0)
             base = None if kind_of(recipe) == "sft" else identity(prepared.model, recipe.model.name)
             parts = build_parts(prepared.model, recipe)  # for LoRA, the peft model
-            trainable = _announce(parts, prepared)
+            trainable = announce(parts, prepared)
             checkpointer = checkpoints.checkpointer_for(recipe, staged, results)
             metrics = run_dir / rundir.METRICS
             with recomputing(parts.model, recipe.train.gradient_checkpointing):
@@ -417,11 +313,7 @@ def run(
             results["eval"]["after"], records = _evaluate_after(parts, prepared)
             _log_accuracy(tracker, "after", results["eval"]["after"], step=summary.steps)
             diagnostics = _save(run_dir, parts, prepared, records, base)
-            results.update(_summary_fields(prepared, trainable, summary, wall_start))
-            if parts.kind == "adapter":  # e.g. LoFiT's chosen heads, JoLA's open gates
-                results["adapter"] = parts.interventions.summary()
-            if parts.kind == "joint":
-                results["joint"] = parts.summary()
+            results.update(_summary_fields(prepared, parts, trainable, summary, wall_start))
             write_json(run_dir / rundir.RESULTS, results)
             card = model_card(recipe, results, prepared.task, _display_name(output))
             write_text(run_dir / CARD, card)

@@ -1,6 +1,8 @@
 """Runs survive faults: SIGKILL at random steps (and inside a checkpoint write), then the same
-command, ends with the bytes of an uninterrupted run; a NaN stops the run; --restart."""
+command, ends with the bytes of an uninterrupted run, running only the steps after its
+checkpoint; a NaN stops the run; --restart."""
 
+import json
 import os
 import random
 import signal
@@ -45,9 +47,21 @@ def _command(recipe: Path, out: Path) -> tuple[list[str], dict]:
     return [sys.executable, "-m", "steer_cli", "train", str(recipe), "-o", str(out)], env
 
 
+def _staging(out: Path) -> Path:
+    return out.with_name(f".{out.name}.partial")
+
+
 def _steps_done(out: Path) -> int:
-    metrics = out.with_name(f".{out.name}.partial") / "metrics.jsonl"
+    metrics = _staging(out) / "metrics.jsonl"
     return len(metrics.read_text().splitlines()) if metrics.is_file() else 0
+
+
+def _checkpoint_step(staging: Path) -> int:
+    return int(checkpoints.latest(staging / "checkpoints").name.removeprefix("step-"))
+
+
+def _logged_steps(metrics: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
 
 
 @pytest.mark.parametrize("method", ["postblock", "lora", "joint-orth"])
@@ -69,11 +83,19 @@ def test_sigkill_at_random_steps_then_resume_gives_the_same_bytes(tmp_path, meth
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert not out.exists(), "a killed run is never in place"
+    at = _checkpoint_step(_staging(out))
+    logged = (_staging(out) / "metrics.jsonl").read_text().splitlines()[:at]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "resuming from the checkpoint at step" in done.stderr
+    assert f"resumed from the checkpoint at step {at} of 12" in done.stderr
+    assert f"steps {at + 1}-12 to go" in done.stderr
     assert _weights(out) == expected
-    assert not (out / "checkpoints").exists() and not out.with_name(".killed.partial").exists()
+    # The last process ran the steps after the checkpoint, once each: the lines before it are
+    # the killed processes' own (their timings), not a retrain's.
+    assert _logged_steps(out / "metrics.jsonl") == list(range(1, 13))
+    assert (out / "metrics.jsonl").read_text().splitlines()[:at] == logged
+    assert json.loads((out / "results.json").read_text())["resumed_from"] == at
+    assert not (out / "checkpoints").exists() and not _staging(out).exists()
 
 
 def _recipe(**train_section):
@@ -81,9 +103,24 @@ def _recipe(**train_section):
     return build_recipe(raw)
 
 
-def test_a_checkpoint_half_written_is_never_read(tmp_path, monkeypatch):
+def _steps_run(monkeypatch) -> list[int]:
+    """The optimizer steps this process runs from now on, in order."""
+    from steer_cli import loop
+
+    ran: list[int] = []
+    real_step = loop._Loop.step
+
+    def step(self, step, batch):
+        ran.append(step)
+        return real_step(self, step, batch)
+
+    monkeypatch.setattr(loop._Loop, "step", step)
+    return ran
+
+
+def test_a_checkpoint_half_written_is_never_read(tmp_path, monkeypatch, capsys):
     """The process dies inside the write of step 5's checkpoint: the next run resumes from
-    step 4's, and ends with the uninterrupted run's bytes."""
+    step 4's, runs steps 5 to 12 only, and ends with the uninterrupted run's bytes."""
     train.run(_recipe(), tmp_path / "whole")
     expected = _weights(tmp_path / "whole")
     real_fsync = checkpoints._fsync
@@ -105,8 +142,14 @@ def test_a_checkpoint_half_written_is_never_read(tmp_path, monkeypatch):
         "step-00000004",
     ]
     monkeypatch.setattr(checkpoints, "_fsync", real_fsync)
+    capsys.readouterr()
+    ran = _steps_run(monkeypatch)
     resumed = train.run(_recipe(), out)
-    assert resumed.results["steps"] == 12 and _weights(out) == expected
+    assert ran == list(range(5, 13))
+    assert "resumed from the checkpoint at step 4 of 12" in capsys.readouterr().err
+    assert resumed.results["steps"] == 12 and resumed.results["resumed_from"] == 4
+    assert _logged_steps(out / "metrics.jsonl") == list(range(1, 13))
+    assert _weights(out) == expected
 
 
 def test_restart_discards_and_another_recipe_is_refused(tmp_path, monkeypatch):
@@ -129,7 +172,8 @@ def test_restart_discards_and_another_recipe_is_refused(tmp_path, monkeypatch):
     other = runner.invoke(app, ["train", str(recipe_file), "train.lr=1e-3", "-o", str(out)])
     assert other.exit_code == 1 and "holds a checkpoint of another recipe" in other.output
     fresh = runner.invoke(app, ["train", str(recipe_file), "--restart", "-o", str(out)])
-    assert fresh.exit_code == 0 and "resuming" not in fresh.output
+    assert fresh.exit_code == 0 and "resumed" not in fresh.output
+    assert "resumed_from" not in json.loads((out / "results.json").read_text())
 
 
 def test_a_nan_loss_stops_the_run_naming_the_step(tmp_path, monkeypatch):
@@ -162,8 +206,8 @@ def test_a_nan_loss_stops_the_run_naming_the_step(tmp_path, monkeypatch):
 
 
 def test_a_sweep_resumes_inside_its_unfinished_trial(tmp_path, monkeypatch):
-    """A sweep killed in a trial's step 5 resumes that trial from its checkpoint, to the bytes
-    of a sweep that was never interrupted."""
+    """A sweep killed in a trial's step 5 resumes that trial from its checkpoint (steps 5 to 12
+    only, the finished trial kept), to the bytes of a sweep that was never interrupted."""
     from steer_cli import loop
     from steer_cli.sweep import sweep
 
@@ -186,6 +230,11 @@ def test_a_sweep_resumes_inside_its_unfinished_trial(tmp_path, monkeypatch):
     monkeypatch.setattr(loop._Loop, "step", real_step)
     (unfinished,) = [p for p in (tmp_path / "killed").iterdir() if p.name.endswith(".partial")]
     assert checkpoints.latest(unfinished / "checkpoints").name == "step-00000004"
+    ran = _steps_run(monkeypatch)
     lr_sweep(tmp_path / "killed")
+    assert ran == list(range(5, 13))
+    resumed = json.loads((tmp_path / "killed" / "seed-42" / "results.json").read_text())
+    assert resumed["resumed_from"] == 4
+    assert _logged_steps(tmp_path / "killed" / "seed-42" / "metrics.jsonl") == list(range(1, 13))
     for trial in ("lr-0.01", "seed-42"):
         assert _weights(tmp_path / "killed" / trial) == _weights(tmp_path / "whole" / trial)

@@ -284,6 +284,12 @@ class JoLAAdapter(nn.Module):
     Training samples ``s = sigmoid((log u - log(1 - u) + log_alpha) / 0.33)``,
     ``g = clamp(1.2 s - 0.1, 0, 1)``; evaluation uses ``g = clamp(1.2 sigmoid(log_alpha) - 0.1,
     0, 1)``, so a gate is *open* when that is > 0. Which one runs follows ``self.training``.
+
+    The noise ``u``: steer's training loop fixes it once per optimizer step
+    (:meth:`draw_noise`, from a generator seeded by the run's seed and the step), so every
+    micro-batch and every process of a step, and gradient checkpointing's recompute, see the
+    same gates: training does not depend on how a batch is split. Without it (a forward in
+    training mode outside the loop) each forward draws its own from torch's RNG.
     """
 
     per_head = True
@@ -294,12 +300,22 @@ class JoLAAdapter(nn.Module):
         self.v = nn.Parameter(torch.randn(n_heads, head_dim) * HEAD_INIT_STD)
         self.log_alpha_A = nn.Parameter(xavier_uniform_vector_(torch.empty(n_heads)))
         self.log_alpha_v = nn.Parameter(xavier_uniform_vector_(torch.empty(n_heads)))
+        self.noise: tuple[torch.Tensor, torch.Tensor] | None = None  # this step's (u_A, u_v)
 
-    def _gate(self, log_alpha: torch.Tensor) -> torch.Tensor:
+    def draw_noise(self, generator: torch.Generator) -> None:
+        """Fix the gates' noise (``u_A``, ``u_v``) until the next draw or mode switch."""
+        like = self.log_alpha_A
+        u_a, u_v = torch.rand((2, *like.shape), generator=generator).to(like.device, like.dtype)
+        self.noise = (u_a, u_v)
+
+    def train(self, mode: bool = True) -> JoLAAdapter:
+        self.noise = None  # a step's noise belongs to that step's training
+        return super().train(mode)
+
+    def _gate(self, log_alpha: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
         if self.training:
-            # Torch's RNG, on the parameters' device: the training loop seeds it, and gradient
-            # checkpointing's recompute replays it (the same gates in forward and recompute).
-            u = torch.rand(log_alpha.shape, device=log_alpha.device, dtype=log_alpha.dtype)
+            if u is None:  # torch's RNG, which gradient checkpointing's recompute replays
+                u = torch.rand(log_alpha.shape, device=log_alpha.device, dtype=log_alpha.dtype)
             u = u.clamp(1e-6, 1 - 1e-6)
             s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / GATE_BETA)
         else:
@@ -308,7 +324,8 @@ class JoLAAdapter(nn.Module):
 
     def gates(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(g_A, g_v)``, each ``[heads]``."""
-        return self._gate(self.log_alpha_A), self._gate(self.log_alpha_v)
+        u_a, u_v = self.noise or (None, None)
+        return self._gate(self.log_alpha_A, u_a), self._gate(self.log_alpha_v, u_v)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         g_a, g_v = self.gates()

@@ -115,6 +115,14 @@ class TrainingHooks:
             stage1 = round(split * total_steps)
             self._switch_at = min(max(1, stage1), max(1, total_steps - 1))
 
+    def begin_step(self, step: int, generator: torch.Generator) -> None:
+        """Called by the training loop before each optimizer step with a generator seeded by
+        the run's seed and the step, the same in every process: JoLA draws its gates' noise for
+        the step from it, layer by layer (see ``JoLAAdapter``)."""
+        if self.spec.shape.parameterization == "jola":
+            for i in self.layer_ids:
+                self.adapters[str(i)].draw_noise(generator)
+
     def after_step(self, step: int) -> None:
         if self._lofit and self.lofit_stage == 1 and self._switch_at and step >= self._switch_at:
             self.select_heads()

@@ -82,14 +82,16 @@ def generate(
     on_batch: Callable[[int], None] | None = None,
     overrides: dict | None = None,
     streamer=None,
+    order: list[int] | None = None,
 ) -> list[str]:
     """Greedy continuations of token-id prompts, decoded without special tokens.
 
-    Prompts are batched by length (less padding) and returned in the input order. Each row's
-    prompt span (its non-pad columns) is given to the attached interventions, so position modes
-    other than `all` mean what they mean in training. ``overrides`` change the greedy settings
-    (``steer generate``'s sampling); ``streamer`` (a transformers streamer, one prompt) receives
-    the tokens as they are generated.
+    Prompts are batched by length (less padding; ``order``: batched in that order instead) and
+    returned in the input order. Each row's prompt span (its non-pad columns) is given to the
+    attached interventions, so position modes other than `all` mean what they mean in
+    training. ``overrides`` change the greedy settings (``steer generate``'s sampling);
+    ``streamer`` (a transformers streamer, one prompt) receives the tokens as they are
+    generated.
     """
     ids = generate_ids(
         model,
@@ -100,6 +102,7 @@ def generate(
         on_batch=on_batch,
         overrides=overrides,
         streamer=streamer,
+        order=order,
     )
     return tokenizer.batch_decode(ids, skip_special_tokens=True)
 
@@ -115,6 +118,7 @@ def generate_ids(
     on_batch: Callable[[int], None] | None = None,
     overrides: dict | None = None,
     streamer=None,
+    order: list[int] | None = None,
 ) -> list[list[int]]:
     """:func:`generate`'s greedy continuations as token ids, cut after the first EOS (kept) and
     without padding: what ``steer oracle`` teacher-forces, where re-tokenizing text would not
@@ -130,7 +134,7 @@ def generate_ids(
         if len(prompts) != 1:
             raise ValueError("a streamer follows one prompt")
         settings["streamer"] = streamer
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    order = by_length(prompts) if order is None else order
     outputs: list[list[int]] = [[] for _ in prompts]
     eos = set(settings["eos_token_id"])
     was_training = model.training
@@ -156,6 +160,20 @@ def generate_ids(
     finally:
         model.train(was_training)
     return outputs
+
+
+def by_length(prompts: list[list[int]]) -> list[int]:
+    """The order :func:`generate` batches prompts in: shortest first, ties in input order."""
+    return sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+
+
+def share(order: list[int], batch_size: int, rank: int, processes: int) -> list[int]:
+    """The prompts (indices, in batching order) that process ``rank`` of ``processes``
+    generates: every ``processes``-th of the batches one process makes from ``order``, so each
+    batch is one that a single process makes, with the same rows and padding, hence the same
+    tokens."""
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return [i for batch in batches[rank::processes] for i in batch]
 
 
 # generate() overrides for :func:`compiled_decoding`: a static KV cache (fixed shapes, which a
@@ -201,11 +219,47 @@ def left_pad(batch: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
     return ids, mask
 
 
+def generate_shared(
+    model, tokenizer, prompts: list[list[int]], *, processes, batch_size: int, **generate_kwargs
+) -> list[str]:
+    """:func:`generate` split across the processes of a run (accelerate's ``PartialState``;
+    call it in every process): each generates its :func:`share` of the batches, and every
+    process gets every output back, in the input order. The text equals one process's."""
+    rank, count = processes.process_index, processes.num_processes
+    mine = share(by_length(prompts), batch_size, rank, count)
+    texts = generate(
+        model,
+        tokenizer,
+        [prompts[i] for i in mine],
+        batch_size=batch_size,
+        order=list(range(len(mine))),  # already in batching order: the same batches
+        **generate_kwargs,
+    )
+    from accelerate.utils import gather_object
+
+    outputs = [""] * len(prompts)
+    for i, text in gather_object(list(zip(mine, texts, strict=True))):
+        outputs[i] = text
+    return outputs
+
+
 def evaluate_accuracy(
-    model, tokenizer, task, examples: list, prompts: list[list[int]], **generate_kwargs
+    model,
+    tokenizer,
+    task,
+    examples: list,
+    prompts: list[list[int]],
+    *,
+    processes=None,
+    **generate_kwargs,
 ) -> tuple[dict, list[dict]]:
-    """Accuracy of greedy generations under the task's parser, and one record per example."""
-    outputs = generate(model, tokenizer, prompts, **generate_kwargs)
+    """Accuracy of greedy generations under the task's parser, and one record per example.
+    ``processes`` (accelerate's ``PartialState``): split across several (:func:`generate_shared`),
+    every process getting the whole result."""
+    if processes is not None and processes.num_processes > 1:
+        outputs = generate_shared(model, tokenizer, prompts, processes=processes, **generate_kwargs)
+    else:
+        outputs = generate(model, tokenizer, prompts, **generate_kwargs)
     records = [
         {
             "prompt": ex.prompt,

@@ -25,6 +25,7 @@ _LOOP_HOOKS = (
     "training_stages",
     "begin_stage",
     "begin_training",
+    "begin_step",
     "after_step",
     "batch_context",
     "generator",
@@ -232,6 +233,9 @@ class JointParts:
         self.interventions.begin_training(total_steps)
         if self.orth_when == "init":
             self.orthogonalize()
+
+    def begin_step(self, step: int, generator: torch.Generator) -> None:
+        self.interventions.begin_step(step, generator)
 
     def begin_epoch(self, epoch: int) -> None:
         if self.orth_when == "epoch":
