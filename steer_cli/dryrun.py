@@ -47,7 +47,6 @@ def plan(recipe: Recipe) -> dict:
     device = resolve_device(recipe.model.device)
     dtype = resolve_dtype(recipe.model.dtype, device)
     micro = recipe.train.micro_batch_size or recipe.train.batch_size
-    memory = memory_estimate(prepared.model, recipe, trainable, dtype)
     return {
         "recipe": recipe.resolved(),
         "method": recipe.method,
@@ -66,16 +65,24 @@ def plan(recipe: Recipe) -> dict:
         "steps": sum(steps),
         "stage_steps": steps if stages else None,
         "padding_fraction": padding_fraction(lengths, batches, micro),
-        "memory": memory(micro_batch_shapes(prepared.model, rows, batches, micro)),
+        "memory": memory_estimate(
+            prepared.model,
+            recipe,
+            trainable,
+            dtype,
+            micro_batch_shapes(prepared.model, rows, batches, micro),
+        ),
         "device": str(device),
         "dtype": str(dtype).removeprefix("torch."),
     }
 
 
-def memory_estimate(model, recipe: Recipe, trainable: int, dtype: torch.dtype):
-    """A function of the micro-batch shapes (``micro_batch_shapes``) returning the bytes of the
-    largest: weights, trained state, activations (everything kept for backward, of which
-    ``logits``), ``recompute`` (checkpointing) and ``total`` (see the module)."""
+def memory_estimate(
+    model, recipe: Recipe, trainable: int, dtype: torch.dtype, shapes: set[tuple]
+) -> dict:
+    """Bytes at the largest of the micro-batch ``shapes`` (:func:`micro_batch_shapes`): weights,
+    trained state, activations (everything kept for backward, of which ``logits``),
+    ``recompute`` (checkpointing) and ``total`` (see the module)."""
     from steer_cli.memory import step_memory
     from steer_cli.parts import kind_of
 
@@ -87,19 +94,12 @@ def memory_estimate(model, recipe: Recipe, trainable: int, dtype: torch.dtype):
     if kind == "sft":
         trained -= trainable * width  # the parameters are the weights, counted above
     step = step_memory(model, recipe, dtype)
-
-    def estimate(shapes: set[tuple[int, int, int, bool]]) -> dict:
-        saved = max(
-            (
-                step.saved(rows, tokens, kept, padding=padding)
-                for rows, tokens, kept, padding in shapes
-            ),
-            key=lambda s: s["activations"] + s["recompute"],
-        )
-        total = weights + trained + saved["activations"] + saved["recompute"]
-        return {"weights": weights, "trained_state": trained, **saved, "total": total}
-
-    return estimate
+    saved = max(
+        (step.saved(rows, tokens, kept, padding=padding) for rows, tokens, kept, padding in shapes),
+        key=lambda s: s["activations"] + s["recompute"],
+    )
+    total = weights + trained + saved["activations"] + saved["recompute"]
+    return {"weights": weights, "trained_state": trained, **saved, "total": total}
 
 
 def micro_batch_shapes(model, rows: list[dict], batches, micro: int) -> set[tuple]:

@@ -75,16 +75,20 @@ def _measure(plan: dict, micro: int = 8) -> tuple[int, int]:
     if getattr(parts, "module", None) is not None:
         parts.module.train()  # the adapters (JoLA samples its gates in train mode)
 
-    def forward(batch):
+    def step(batch):
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
         context = getattr(parts, "batch_context", None)
         with context(batch) if context else nullcontext():
-            supervised_loss(
+            loss = supervised_loss(
                 parts.model, parts.model, inputs, batch["labels"], batch["prompt_lengths"]
             )
+        # Backward frees what was saved: the counter's pack hook returns each tensor itself, so
+        # a saved output and its graph node hold each other, and a graph left without its
+        # backward would never be freed.
+        loss.backward()
 
     with recomputing(parts.model, recipe.train.gradient_checkpointing):
-        measured = [saved(lambda b=b: forward(b), params)["bytes"] for b in batches]
+        measured = [saved(lambda b=b: step(b), params)["bytes"] for b in batches]
     return max(measured), max(estimates)
 
 
