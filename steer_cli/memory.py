@@ -12,7 +12,8 @@ autograd with SDPA attention, the implementation transformers picks for them:
 - Attention: the rotated q, k and v, the output and its fp32 log-sum-exp, with no score matrix.
   With a padding mask, transformers repeats k and v to every query head (GQA expanded) and SDPA
   keeps the mask as a rows x tokens x tokens tensor in the model's dtype, once per layer; with
-  no mask, k and v keep their own heads.
+  no mask (no padding, and no sliding window shorter than the batch), k and v keep their own
+  heads.
 - RMSNorm: its input upcast to fp32 and the fp32 reciprocal RMS (Qwen3/Gemma3's q/k norms too,
   per head), plus the normalised tensor when its weight trains (SFT). Gemma3's sandwich norms
   add one before each residual add.
@@ -20,21 +21,20 @@ autograd with SDPA attention, the implementation transformers picks for them:
 - Adapters, per steered layer: lowrank keeps its input h and the rank-r result (fp32; twice with
   a nonlinearity); LoReFT the same and its orthogonal map's d x d matrix; LoFiT and JoLA the
   heads' output, which attention already keeps except in the first layer; a vector nothing.
-  Positions other than ``all``: one boolean token mask.
 - LoRA, per adapted projection: its input (q/k/v share one, gate/up one, o_proj's is attention's
   output; on a bf16 model each projection keeps its own fp32 copy, LoRA being fp32) and the
   rank-r intermediate in fp32; with dropout, each projection's dropped copy and its mask (the
   mask in the input's dtype as on CPU; CUDA keeps one byte per element).
 - SFT: everything, plus every linear's input, each norm's normalised tensor, the token ids and
   the head's input.
-- The loss: the final norm's input on every token, and the fp32 log-softmax (and int64 targets)
-  on the positions whose logits are kept.
+- The loss: the final norm's input on every token, and the fp32 log-softmax on the positions
+  whose logits are kept. The rotary tables the layers share.
 - Gradient checkpointing: each decoder layer keeps its input only, and hooks on its output
   (block_output adapters) what they keep; backward recomputes one layer at a time, whose
   tensors are ``recompute``.
 
-Transients (activation gradients during backward, the logits before their log-softmax) come on
-top of these figures.
+Left out: a few bytes per token (the int64 targets, the mask of steered positions). Transients
+(activation gradients during backward, the logits before their log-softmax) come on top.
 """
 
 from __future__ import annotations
@@ -134,7 +134,6 @@ class Trained:
     parameterization: str = ""
     rank: int = 0
     nonlinear: bool = False
-    positions: str = "all"
     lora_targets: tuple[str, ...] = ()
     lora_rank: int = 0
     lora_dropout: float = 0.0
@@ -163,7 +162,6 @@ class Trained:
                 parameterization=spec.shape.parameterization,
                 rank=spec.shape.rank,
                 nonlinear=spec.shape.activation != "none",
-                positions=spec.positions,
                 adapter_parameters=adapter_parameter_count(
                     model, recipe.adapter, recipe.adapter.rank
                 ),
@@ -285,24 +283,21 @@ class StepMemory:
     def saved(self, rows: int, tokens: int, kept: int, *, padding: bool = True) -> dict[str, int]:
         """Bytes for a micro-batch of ``rows`` x ``tokens`` (padded) whose model computes the
         logits of its last ``kept`` positions: ``activations`` (all it saves, ``logits``
-        included), ``logits`` (their log-softmax and targets), ``recompute`` (checkpointing:
+        included), ``logits`` (their log-softmax), ``recompute`` (checkpointing:
         the largest layer's, rebuilt in backward). ``padding``: some row is shorter than
         ``tokens`` (an attention mask is passed)."""
         s, t, w = self.shape, self.trained, self.width
         n = rows * tokens
         layers = [self._layer(i, tokens, padding) for i in range(s.layers)]
-        scored = rows * max(kept - 1, 0)  # the loss drops the last position's prediction
-        # The last positions of a single row are a view: its whole storage stays.
-        tail = rows * kept if rows > 1 else tokens
-        logits = scored * FP32 * s.vocab + (tail - rows) * 8  # the log-softmax, the targets
-        out = n * self._norm(s.hidden) + logits  # and the final norm
-        if t.kind == "sft":
-            out += n * 8 + tail * s.hidden * w  # token ids; the head's input
+        # The log-softmax of the kept logits bar the last (it predicts nothing); the final norm.
+        logits = rows * max(kept - 1, 0) * FP32 * s.vocab
+        out = n * self._norm(s.hidden) + logits
+        if t.kind == "sft":  # the token ids; the head's input, the kept positions' copy (of a
+            # single row, a view: the whole norm output stays)
+            out += n * 8 + (rows * kept if rows > 1 else tokens) * s.hidden * w
         steered = len(t.adapter_layers)
         if t.site == "block_output":  # outside the layer: checkpointing leaves it alone
             out += n * steered * self._adapter(False)
-        if t.positions != "all":
-            out += n  # the boolean mask of the steered tokens
         # The trained weights as the ops save them (fp32), and LoReFT's orthogonal matrices;
         # inside a checkpointed layer they are saved only while it is recomputed.
         adapter = FP32 * t.adapter_parameters
@@ -315,9 +310,11 @@ class StepMemory:
         if t.checkpointing:
             activations = out + s.layers * n * s.hidden * w  # each layer's input
             recompute = n * max(layers)
-        else:  # the layers, and the rotary cos and sin they share (one per attention type)
+        else:  # the layers, and the rotary cos and sin their attention shares (one per type)
             rotary = 2 * tokens * s.head_dim * w * len(set(s.windows))
-            activations, recompute = out + n * sum(layers) + rotary, 0
+            if self._stores(s.layers - 1, ATTENTION):
+                out += rotary
+            activations, recompute = out + n * sum(layers), 0
         return {"activations": activations, "logits": logits, "recompute": recompute}
 
 
