@@ -1,9 +1,10 @@
 """What a training step keeps for backward, estimated from the model's shape and the recipe.
 
 ``steer train --dry-run`` reports it as ``memory.activations``; the bench records it beside the
-bytes autograd actually saves (each storage once, weights left out: ``bench.measure.saved``).
-It counts what transformers' decoder layers (Llama, Mistral, Qwen2/3, Gemma3) save under torch's
-autograd with SDPA attention, the implementation transformers picks for them:
+bytes autograd actually saves (``bench.measure.saved``: each storage once, the weights, trained
+or frozen, left out as resident anyway). It counts what transformers' decoder layers (Llama,
+Mistral, Qwen2/3, Gemma3) save under torch's autograd with SDPA attention, the implementation
+transformers picks for them:
 
 - Gradients only need to reach the first trained tensor: an adapter's first steered layer,
   LoRA's first adapted projection, SFT's embeddings. Layers below it store nothing, and in that
@@ -54,6 +55,7 @@ ATTN_NORM, ATTENTION, ATTN_POST_NORM, MLP_NORM, MLP, MLP_POST_NORM, NOTHING = ra
 SITE_ENTRY = {
     "block_output": NOTHING,
     "mlp_output": NOTHING,
+    "mlp_input": MLP,
     "attn_output": MLP_NORM,
     "attn_heads": ATTN_POST_NORM,
 }
@@ -137,19 +139,11 @@ class Trained:
     lora_targets: tuple[str, ...] = ()
     lora_rank: int = 0
     lora_dropout: float = 0.0
-    adapter_parameters: int = 0  # the ops save the trained weights (fp32)
-    lora_parameters: int = 0
 
     @classmethod
     def of(cls, model: nn.Module, recipe: Recipe, layers: int) -> Trained:
         from steer_cli.engine.sites import resolve_layers
-        from steer_cli.parts import (
-            adapter_parameter_count,
-            adapter_spec,
-            kind_of,
-            lora_parameter_count,
-            resolve_rank,
-        )
+        from steer_cli.parts import adapter_spec, kind_of, resolve_rank
 
         kind = kind_of(recipe)
         fields: dict = {}
@@ -162,16 +156,12 @@ class Trained:
                 parameterization=spec.shape.parameterization,
                 rank=spec.shape.rank,
                 nonlinear=spec.shape.activation != "none",
-                adapter_parameters=adapter_parameter_count(
-                    model, recipe.adapter, recipe.adapter.rank
-                ),
             )
         if kind in ("lora", "joint"):
             fields.update(
                 lora_targets=tuple(recipe.lora.target_modules),
                 lora_rank=recipe.lora.rank,
                 lora_dropout=recipe.lora.dropout,
-                lora_parameters=lora_parameter_count(model, recipe.lora),
             )
         return cls(kind=kind, checkpointing=recipe.train.gradient_checkpointing, **fields)
 
@@ -298,15 +288,10 @@ class StepMemory:
         steered = len(t.adapter_layers)
         if t.site == "block_output":  # outside the layer: checkpointing leaves it alone
             out += n * steered * self._adapter(False)
-        # The trained weights as the ops save them (fp32), and LoReFT's orthogonal matrices;
-        # inside a checkpointed layer they are saved only while it is recomputed.
-        adapter = FP32 * t.adapter_parameters
-        if t.parameterization == "loreft":
-            adapter += steered * FP32 * s.hidden * s.hidden
-        if not t.checkpointing:
-            out += adapter + FP32 * t.lora_parameters
-        elif t.site == "block_output":
-            out += adapter
+        # LoReFT's orthogonal matrices, computed from its parameters on every forward (inside
+        # a checkpointed layer, kept only while it is recomputed).
+        if t.parameterization == "loreft" and (not t.checkpointing or t.site == "block_output"):
+            out += steered * FP32 * s.hidden * s.hidden
         if t.checkpointing:
             activations = out + s.layers * n * s.hidden * w  # each layer's input
             recompute = n * max(layers)
@@ -347,7 +332,7 @@ def saved_for_backward(
     micro-batch of ``rows`` x ``tokens``, the model computing logits for its last ``kept``
     positions (``loop.supervised_loss``: from the shortest prompt's last token; ``tokens`` for a
     model without ``logits_to_keep``). ``model``: as :func:`step_memory` takes it. What
-    ``bench.measure.saved`` counts: each storage once, the base weights left out; see the
+    ``bench.measure.saved`` counts: each storage once, the weights (trained too) left out; see the
     module docstring for what that is."""
     memory = step_memory(model, recipe, dtype)
     return memory.saved(rows, tokens, kept, padding=padding)["activations"]

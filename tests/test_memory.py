@@ -19,13 +19,14 @@ from typer.testing import CliRunner
 
 from steer_cli.cli import app
 from steer_cli.data.encode import collate_right_padded
-from steer_cli.loop import supervised_loss
+from steer_cli.loop import step_generator, supervised_loss
 from steer_cli.memory import saved_for_backward
 from steer_cli.methods import METHODS
 from steer_cli.models.names import TINY_FAMILIES
 from steer_cli.parts import build_parts
+from steer_cli.prepare import prepare
 from steer_cli.recipe import build_recipe
-from steer_cli.train import _prepare, recomputing
+from steer_cli.train import recomputing
 
 # The bench's counter, so that the bytes the bench reports are the ones checked here (bench/ is
 # the repository's, not an installed package).
@@ -51,9 +52,8 @@ def _measure(plan: dict, micro: int = 8) -> tuple[int, int]:
     backward on a micro-batch of its rows (``micro`` rows each, in order), and what the bench's
     entry point (``saved_for_backward``) estimates for that micro-batch."""
     recipe = build_recipe(plan["recipe"])
-    prepared = _prepare(recipe)
+    prepared = prepare(recipe)
     model = prepared.model
-    params = parameter_storages(model)  # the base weights, resident anyway
     dtype = next(model.parameters()).dtype
     rows = prepared.train_rows
     batches = [
@@ -71,9 +71,16 @@ def _measure(plan: dict, micro: int = 8) -> tuple[int, int]:
             )
         )
     parts = build_parts(model, recipe)
+    # The weights, trained or not, stay resident anyway (the dry run counts them apart).
+    params = parameter_storages(parts.model) | {
+        p.untyped_storage().data_ptr() for p in parts.parameters()
+    }
     parts.model.train()
     if getattr(parts, "module", None) is not None:
         parts.module.train()  # the adapters (JoLA samples its gates in train mode)
+    begin_step = getattr(parts, "begin_step", None)
+    if begin_step is not None:  # as the loop does before each step (JoLA's gate noise)
+        begin_step(1, step_generator(recipe.train.seed, 1))
 
     def step(batch):
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
