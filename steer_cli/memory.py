@@ -257,14 +257,18 @@ class StepMemory:
             shared.discard("heads")  # SDPA keeps the output o_proj reads
         return out + sum(FP32 * widths[r] for r in shared)
 
+    @property
+    def _site_width(self) -> int:
+        s = self.shape
+        return s.heads * s.head_dim if self.trained.site == "attn_heads" else s.hidden
+
     def _adapter(self, attention_kept: bool) -> int:
         """Per token and steered layer, what the adapter keeps."""
-        t, s = self.trained, self.shape
+        t = self.trained
         if t.parameterization == "vector":
             return 0
-        h = s.heads * s.head_dim if t.site == "attn_heads" else s.hidden
         # Its input h, in the model's dtype; at attn_heads, SDPA's output where attention kept it.
-        read = 0 if t.site == "attn_heads" and attention_kept else h * self.width
+        read = 0 if t.site == "attn_heads" and attention_kept else self._site_width * self.width
         if t.parameterization in ("lofit", "jola"):
             return read
         return read + FP32 * t.rank * (2 if t.nonlinear else 1)
@@ -291,7 +295,7 @@ class StepMemory:
         # LoReFT's orthogonal matrices, computed from its parameters on every forward (inside
         # a checkpointed layer, kept only while it is recomputed).
         if t.parameterization == "loreft" and (not t.checkpointing or t.site == "block_output"):
-            out += steered * FP32 * s.hidden * s.hidden
+            out += steered * FP32 * self._site_width**2
         if t.checkpointing:
             activations = out + s.layers * n * s.hidden * w  # each layer's input
             recompute = n * max(layers)

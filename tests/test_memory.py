@@ -23,6 +23,7 @@ from steer_cli.loop import step_generator, supervised_loss
 from steer_cli.memory import saved_for_backward
 from steer_cli.methods import METHODS
 from steer_cli.models.names import TINY_FAMILIES
+from steer_cli.models.skeleton import load_skeleton
 from steer_cli.parts import build_parts
 from steer_cli.prepare import prepare
 from steer_cli.recipe import build_recipe
@@ -48,9 +49,9 @@ def _plan(*overrides: str) -> dict:
 
 
 def _measure(plan: dict, micro: int = 8) -> tuple[int, int]:
-    """``(measured, estimated)``: the most one training forward of the plan's recipe saves for
-    backward on a micro-batch of its rows (``micro`` rows each, in order), and what the bench's
-    entry point (``saved_for_backward``) estimates for that micro-batch."""
+    """``(measured, estimated)``: the most one training step of the plan's recipe saves for
+    backward on a micro-batch of its rows (``micro`` rows each, in order), and the most the
+    bench's entry point (``saved_for_backward``) estimates for those micro-batches."""
     recipe = build_recipe(plan["recipe"])
     prepared = prepare(recipe)
     model = prepared.model
@@ -99,13 +100,12 @@ def _measure(plan: dict, micro: int = 8) -> tuple[int, int]:
     return max(measured), max(estimates)
 
 
-def _check(plan: dict, micro: int = 8) -> tuple[int, int]:
+def _check(plan: dict, micro: int = 8) -> None:
     measured, estimated = _measure(plan, micro)
     activations = plan["memory"]["activations"]
     ratio = activations / measured
     assert abs(ratio - 1) < TOLERANCE, f"estimate {activations:,} / measured {measured:,}"
     assert estimated == activations  # the bench's entry point and the dry run agree
-    return measured, activations
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -133,7 +133,10 @@ def test_every_method_on_smollm2(dtype, method):
         ["method=joint", "lora.dropout=0.1", "model.dtype=bfloat16"],
         ["method=lora", "lora.target_modules=[o_proj,down_proj]"],
         ["method=postblock-vector", "adapter.positions=last_prompt"],
+        ["adapter.site=attn_heads"],  # h is attention's output, kept already past layer 0
+        ["method=reft", "adapter.site=attn_heads", "model.name=tiny-gemma3"],
     ],
+    ids=lambda overrides: " ".join(overrides),
 )
 def test_sites_layers_and_lora_settings(overrides):
     _check(_plan("model.name=tiny-llama", *overrides))
@@ -157,15 +160,13 @@ def test_one_row_a_micro_batch_has_no_mask(model, method):
     """Without padding SDPA gets no mask (Gemma3's sliding layers still one) and k, v keep their
     own heads; the dry run reports the largest of the run's micro-batches."""
     plan = _plan(f"model.name={model}", f"method={method}", "train.micro_batch_size=1")
-    measured, _ = _check(plan, micro=1)
+    _check(plan, micro=1)
     padded = _plan(f"model.name={model}", f"method={method}")["memory"]["activations"]
     assert plan["memory"]["activations"] < padded / 4  # one row, not eight
 
 
 def test_a_config_is_enough():
     """The bench may pass a transformers config: built on the meta device, same figure."""
-    from steer_cli.models.skeleton import load_skeleton
-
     model, _ = load_skeleton("tiny-qwen3")
     recipe = build_recipe({"method": "lora"})
     shape = {"rows": 8, "tokens": 100, "kept": 20}
