@@ -9,9 +9,10 @@ of peak memory.
 
 The memory estimate is a formula, not a measurement: the weights in the model's dtype; the
 trained parameters with their gradient and AdamW's two moments (fp32 for adapters, the model's
-dtype for SFT); and the activations kept for backward, ``s b h (34 + 5 a s / h)`` bytes per layer
-at 16 bits (Korthikanti et al. 2022, no recomputation; doubled for fp32) for the longest
-micro-batch, plus its fp32 logits where the loss is taken.
+dtype for SFT); and what the largest micro-batch the run will form (the planned batches, padded
+as the loop pads them, logits where the loss is taken) keeps for backward, counted the way
+autograd holds it for these models and this method (:mod:`steer_cli.memory`), plus, with
+gradient checkpointing, the one layer backward recomputes at a time.
 """
 
 from __future__ import annotations
@@ -65,7 +66,11 @@ def plan(recipe: Recipe) -> dict:
         "stage_steps": steps if stages else None,
         "padding_fraction": padding_fraction(lengths, batches, micro),
         "memory": memory_estimate(
-            prepared.model, kind, trainable, dtype, micro=micro, longest=max(lengths)
+            prepared.model,
+            recipe,
+            trainable,
+            dtype,
+            micro_batch_shapes(prepared.model, rows, batches, micro),
         ),
         "device": str(device),
         "dtype": str(dtype).removeprefix("torch."),
@@ -73,26 +78,52 @@ def plan(recipe: Recipe) -> dict:
 
 
 def memory_estimate(
-    model, kind: str, trainable: int, dtype: torch.dtype, *, micro: int, longest: int
+    model, recipe: Recipe, trainable: int, dtype: torch.dtype, shapes: set[tuple]
 ) -> dict:
-    """Bytes: weights, trained state, activations, logits, and their sum (see the module)."""
-    from steer_cli.engine.sites import find_decoder_layers, text_config
+    """Bytes at the largest of the micro-batch ``shapes`` (:func:`micro_batch_shapes`): weights,
+    trained state, activations (everything kept for backward, of which ``logits``),
+    ``recompute`` (checkpointing) and ``total`` (see the module)."""
+    from steer_cli.memory import step_memory
+    from steer_cli.parts import kind_of
 
-    config = text_config(model)
+    kind = kind_of(recipe)
     width = torch.tensor([], dtype=dtype).element_size()
     weights = sum(p.numel() for p in model.parameters()) * width
     state_width = width if kind == "sft" else 4  # adapters and LoRA train in fp32
     trained = trainable * state_width * 4  # parameter, gradient, AdamW's two moments
     if kind == "sft":
         trained -= trainable * width  # the parameters are the weights, counted above
-    hidden = int(config.hidden_size)
-    heads = int(config.num_attention_heads)
-    layers = len(find_decoder_layers(model))
-    per_layer = longest * micro * hidden * (34 + 5 * heads * longest / hidden)
-    activations = int(per_layer * layers * width / 2)
-    logits = micro * longest * int(config.vocab_size) * 4
-    parts = {"weights": weights, "trained_state": trained, "activations": activations}
-    return {**parts, "logits": logits, "total": sum(parts.values()) + logits}
+    step = step_memory(model, recipe, dtype)
+    saved = max(
+        (step.saved(rows, tokens, kept, padding=padding) for rows, tokens, kept, padding in shapes),
+        key=lambda s: s["activations"] + s["recompute"],
+    )
+    total = weights + trained + saved["activations"] + saved["recompute"]
+    return {"weights": weights, "trained_state": trained, **saved, "total": total}
+
+
+def micro_batch_shapes(model, rows: list[dict], batches, micro: int) -> set[tuple]:
+    """``(rows, tokens, kept, padding)`` of every micro-batch the loop forms from ``batches``:
+    right-padded to the longest row, logits kept from the shortest prompt's last token (all
+    positions for a model without ``logits_to_keep``), padding where a row is shorter."""
+    from steer_cli.data.encode import IGNORE_INDEX
+    from steer_cli.loop import _keep_logits
+
+    keeps = bool(_keep_logits(model, 1))
+    lengths = [len(r["input_ids"]) for r in rows]
+    prompts = [
+        next((j for j, t in enumerate(r["labels"]) if t != IGNORE_INDEX), len(r["labels"]))
+        for r in rows
+    ]
+    shapes = set()
+    for batch in batches:
+        for i in range(0, len(batch), micro):
+            chunk = batch[i : i + micro]
+            tokens = max(lengths[j] for j in chunk)
+            first = max(0, min(prompts[j] for j in chunk) - 1) if keeps else 0
+            padding = any(lengths[j] < tokens for j in chunk)
+            shapes.add((len(chunk), tokens, tokens - first, padding))
+    return shapes
 
 
 def render(figures: dict) -> None:
@@ -122,11 +153,13 @@ def render(figures: dict) -> None:
     table.add_row("optimizer steps", steps)
     table.add_row("padding", f"{100 * figures['padding_fraction']:.1f}% of the tokens processed")
     memory = figures["memory"]
+    recompute = memory["recompute"]
     table.add_row(
         "peak memory (estimate)",
         f"{_gib(memory['total'])} on {figures['device']} in {figures['dtype']}: weights "
         f"{_gib(memory['weights'])}, trained state {_gib(memory['trained_state'])}, "
-        f"activations {_gib(memory['activations'])}, logits {_gib(memory['logits'])}",
+        f"saved for backward {_gib(memory['activations'])} (logits {_gib(memory['logits'])})"
+        + (f", one layer recomputed {_gib(recompute)}" if recompute else ""),
     )
     console.print(table)
     console.print("[dim]nothing was trained or written (drop --dry-run to train)[/]")
