@@ -32,7 +32,9 @@ def saved(run, params: set[int]) -> dict[str, int]:
         if storage.data_ptr() not in params:
             references += tensor.numel() * tensor.element_size()
             storages[storage.data_ptr()] = storage
-        return tensor
+        # Detached: the same storage, without the grad_fn an op's saved output would point back
+        # to (returning the tensor itself makes a cycle that keeps an un-backwarded graph alive).
+        return tensor.detach()
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         run()
@@ -82,6 +84,21 @@ def backward_stops_at(model, layer: int) -> Iterator[None]:
         yield
     finally:
         handle.remove()
+
+
+def estimate(model, recipe, batch: dict) -> int:
+    """``steer train --dry-run``'s estimate of the bytes saved for backward on ``batch``
+    (``steer_cli.memory``), for the same shapes the bench measures; from ``model``'s config
+    (the model itself may carry the method's parts by now)."""
+    from steer_cli.memory import saved_for_backward
+
+    rows, tokens = batch["input_ids"].shape
+    kept = tokens - max(0, int(batch["prompt_lengths"].min()) - 1)
+    padding = bool((batch["attention_mask"] == 0).any())
+    dtype = next(model.parameters()).dtype
+    return saved_for_backward(
+        model.config, recipe, rows=rows, tokens=tokens, kept=kept, padding=padding, dtype=dtype
+    )
 
 
 def floor_layer(model, method: str = "postblock") -> int:
@@ -267,6 +284,7 @@ def measure(args) -> dict:
                 p.untyped_storage().data_ptr() for p in parts.parameters()
             }
             entry["activation"] = saved(forward_loss, params)
+            entry["activation"]["dry_run_estimate"] = estimate(target, recipe, first)
             if method == "postblock":
                 entry.update(generation_and_scoring(parts, tokenizer, test, args, device))
                 # the same step with train.gradient_checkpointing, as steer train turns it on

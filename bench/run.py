@@ -127,6 +127,13 @@ def _mib(entry: dict | None) -> str:
     return "-" if not entry else f"{entry['bytes'] / 2**20:.1f}"
 
 
+def _estimate(entry: dict) -> str:
+    """The dry run's estimate beside the measured bytes: ``x.xx`` times them."""
+    if "dry_run_estimate" not in entry:
+        return "-"
+    return f"{entry['dry_run_estimate'] / entry['bytes']:.3f}x"
+
+
 def render(m: dict, r: dict) -> str:
     floor = m["floor"]
     lines = [
@@ -145,15 +152,16 @@ def render(m: dict, r: dict) -> str:
     cuda = "peak_bytes" in floor
     lines += [
         "",
-        "| method | ms/step | tokens/s | padded tokens/step | params | MiB saved for backward"
-        + (" | peak GiB |" if cuda else " |"),
-        "|---|---|---|---|---|---|" + ("---|" if cuda else ""),
+        "| method | ms/step | tokens/s | padded tokens/step | params | MiB saved for backward "
+        "| dry-run estimate" + (" | peak GiB |" if cuda else " |"),
+        "|---|---|---|---|---|---|---|" + ("---|" if cuda else ""),
     ]
     for name, v in {"floor": floor, **m["methods"]}.items():
         padded = sum(v["padded_tokens"]) / len(v["padded_tokens"])
         row = (
             f"| {name} | {1000 * v['step_seconds']:.0f} | {v['tokens_per_second']:,.0f} | "
-            f"{padded:,.0f} | {v.get('params', 0):,} | {_mib(v['activation'])} |"
+            f"{padded:,.0f} | {v.get('params', 0):,} | {_mib(v['activation'])} | "
+            f"{_estimate(v['activation'])} |"
         )
         lines.append(row + (f" {v['peak_bytes'] / 2**30:.2f} |" if cuda else ""))
     if "mfu" in m:

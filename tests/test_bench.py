@@ -51,6 +51,8 @@ def test_bench_ratios_are_the_recorded_medians_on_the_floors_batches(tmp_path, d
             m["step_seconds"] / statistics.median(floor["seconds"]), rel=1e-12
         )
         assert m["activation"]["bytes"] <= m["activation"]["reference_bytes"]
+        estimate = m["activation"]["dry_run_estimate"]  # steer train --dry-run's, same shapes
+        assert 0.8 <= estimate / m["activation"]["bytes"] <= 1.25, name
     post, lora = methods["postblock"], methods["lora"]
     assert ratios["lora_vs_postblock"] == pytest.approx(
         lora["step_seconds"] / post["step_seconds"], rel=1e-12
@@ -110,6 +112,23 @@ def test_saved_counts_each_storage_once():
 
     counted = saved(run, parameter_storages(weight))
     assert counted == {"bytes": 2 * nbytes, "reference_bytes": 2 * nbytes + nbytes // 2}
+
+
+def test_saved_leaves_no_graph_behind():
+    """An op that saves its own output (exp) must not keep it alive through the counting hook:
+    the bench counts graphs it never runs backward on, one per method."""
+    import gc
+    import weakref
+
+    outputs = []
+
+    def run():
+        y = torch.exp(torch.randn(256, 256, requires_grad=True))
+        outputs.append(weakref.ref(y))
+
+    assert saved(run, set())["bytes"] == 256 * 256 * 4
+    gc.collect()
+    assert outputs[0]() is None
 
 
 def test_the_floor_builds_no_graph_below_its_layer():

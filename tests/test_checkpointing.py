@@ -55,6 +55,9 @@ def _grads(family, site, shape, positions, checkpointing: bool):
         out.loss.backward()
         assert _checkpointing(model) == checkpointing
     assert not _checkpointing(model)  # off again for evaluation
+    # ... and nothing of it left on: the input embeddings' output requires no grad again
+    embedded = model.get_input_embeddings()(ids["input_ids"])
+    assert not embedded.requires_grad
     grads = {n: p.grad.clone() for n, p in handle.named_parameters() if p.grad is not None}
     handle.detach()
     return float(out.loss), grads
