@@ -129,7 +129,7 @@ def _mib(entry: dict | None) -> str:
 
 def _estimate(entry: dict) -> str:
     """The dry run's estimate beside the measured bytes: ``x.xx`` times them."""
-    if "dry_run_estimate" not in entry:
+    if not entry or "dry_run_estimate" not in entry:
         return "-"
     return f"{entry['dry_run_estimate'] / entry['bytes']:.3f}x"
 
@@ -150,20 +150,21 @@ def render(m: dict, r: dict) -> str:
         spread = f" (rounds {min(rounds):.3f}-{max(rounds):.3f})" if rounds else ""
         lines.append(f"| {k} | {v:.3f}{spread} | {verdict(k, v, m['dtype'])} |")
     cuda = "peak_bytes" in floor
-    lines += [
-        "",
-        "| method | ms/step | tokens/s | padded tokens/step | params | MiB saved for backward "
-        "| dry-run estimate" + (" | peak GiB |" if cuda else " |"),
-        "|---|---|---|---|---|---|---|" + ("---|" if cuda else ""),
-    ]
-    for name, v in {"floor": floor, **m["methods"]}.items():
+    rows = {"floor": floor, **m["methods"]}
+    # results measured before the dry run's estimate was recorded have no such column
+    estimated = any("dry_run_estimate" in (v["activation"] or {}) for v in rows.values())
+    columns = ["method", "ms/step", "tokens/s", "padded tokens/step", "params"]
+    columns += ["MiB saved for backward"] + ["dry-run estimate"] * estimated + ["peak GiB"] * cuda
+    lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for name, v in rows.items():
         padded = sum(v["padded_tokens"]) / len(v["padded_tokens"])
-        row = (
-            f"| {name} | {1000 * v['step_seconds']:.0f} | {v['tokens_per_second']:,.0f} | "
-            f"{padded:,.0f} | {v.get('params', 0):,} | {_mib(v['activation'])} | "
-            f"{_estimate(v['activation'])} |"
-        )
-        lines.append(row + (f" {v['peak_bytes'] / 2**30:.2f} |" if cuda else ""))
+        cells = [name, f"{1000 * v['step_seconds']:.0f}", f"{v['tokens_per_second']:,.0f}"]
+        cells += [f"{padded:,.0f}", f"{v.get('params', 0):,}", _mib(v["activation"])]
+        if estimated:
+            cells.append(_estimate(v["activation"]))
+        if cuda:
+            cells.append(f"{v['peak_bytes'] / 2**30:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
     if "mfu" in m:
         lines += [
             "",

@@ -58,7 +58,7 @@ def test_unknown_key_names_closest(raw, key, suggestion):
         (
             {"adapter": {"site": "post_block"}},
             "adapter.site",
-            "should be 'block_output', 'mlp_output', 'attn_output' or 'attn_heads'",
+            "should be 'block_output', 'mlp_output', 'mlp_input', 'attn_output' or 'attn_heads'",
         ),
         ({"model": {"dtype": "fp8"}}, "model.dtype", "should be 'auto', 'float32', 'bfloat16'"),
         ({"eval": {"before": "maybe"}}, "eval.before", "should be a valid boolean"),
