@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -115,10 +116,19 @@ def test_make_figures_trains_one_fresh_run_per_seed_and_prints_their_spread(smok
         (["--seeds", "1"], "--seeds must be at least 2 (a std needs two)"),
     ],
 )
-def test_figures_refuses_what_it_cannot_average_before_training(arguments, message):
+def test_figures_refuses_what_it_cannot_average_before_training(tmp_path, arguments, message):
     readme = (ROOT / "README.md").read_text()
     command = [sys.executable, "scripts/figures.py", *arguments]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    # its own process group and TMPDIR: if the refusal is gone, what it starts ends here
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = subprocess.Popen(
+        command, cwd=ROOT, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    try:
+        _, stderr = done.communicate(timeout=60)
+    finally:
+        if done.poll() is None:
+            os.killpg(done.pid, signal.SIGKILL)
     assert done.returncode == 1
-    assert done.stderr.startswith(f"figures: {message}")
+    assert stderr.startswith(f"figures: {message}")
     assert (ROOT / "README.md").read_text() == readme
