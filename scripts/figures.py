@@ -192,6 +192,8 @@ def main() -> None:
         sys.exit(f"figures: README.md has no {BEGIN} ... {END} block")
     head, rest = readme.split(BEGIN, 1)
     old, tail = rest.split(END, 1)
+    if args.keep and args.keep.exists():
+        sys.exit(f"figures: --keep {args.keep} exists; name a new directory")
     first = yaml.safe_load(RECIPE.read_text())["train"]["seed"]
     seeds = [first + k for k in range(args.seeds)]
     if args.keep:

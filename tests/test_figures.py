@@ -114,6 +114,7 @@ def test_make_figures_trains_one_fresh_run_per_seed_and_prints_their_spread(smok
         (["--write", "--seeds", "2"], "--write takes the recipe as it is and at least 3 seeds"),
         (["--write", "--set", "model=tiny-llama"], "--write takes the recipe as it is and at "),
         (["--seeds", "1"], "--seeds must be at least 2 (a std needs two)"),
+        (["--keep", "README.md"], "--keep README.md exists; name a new directory"),
     ],
 )
 def test_figures_refuses_what_it_cannot_average_before_training(tmp_path, arguments, message):
