@@ -9,9 +9,11 @@
    (the recipe's ``train.seed`` and the next ones) at the best LR, scored on test, into
    ``runs/claims/<group>/<recipe>/`` (``lr-*``, ``seed-*``, ``summary.json``). It resumes: a
    finished trial is kept, an interrupted one continues from its newest checkpoint.
-2. **Analyse**: ``steer oracle`` on the first seed's SFT run with ``--samples``, the first seed's
-   trained runs and every ReFT seed beside it (``runs/claims/oracle/``); ``steer compare`` per
-   group, with bar charts.
+   The groups train in ``ORDER``, where to steer first: an interrupted run has measured the
+   most claims it could.
+2. **Analyse**: once the ``location`` group has trained, ``steer oracle`` on the first seed's SFT
+   run with ``--samples``, that seed's other ``location`` runs and every ReFT seed beside it
+   (``runs/claims/oracle/``); at the end, ``steer compare`` per group, with bar charts.
 3. **Report**: ``docs/claims.md`` (and the PNGs it shows, ``docs/claims/``) from those files
    alone (:mod:`claims_report`): each claim, the paper's figure (``steer_cli.published``),
    steer's measurement with steer compare's intervals, and a verdict by the rule stated beside
@@ -47,12 +49,16 @@ ORACLE_SAMPLES = 64
 GRID_OF = {"tiny/postblock-r1": "postblock-vector", "joint/adapter": "lora"}
 
 
+# The groups in the order they train: where to steer first (most claims, and the oracle's runs),
+# so that an interrupted `make claims` has measured the most it could.
+ORDER = ("location", "tiny", "nonlinear", "joint")
+
+
 def recipes() -> dict[str, Path]:
-    """``group/name`` -> recipe path, in group then file order."""
+    """``group/name`` -> recipe path, in ``ORDER`` then file order."""
+    groups = sorted((d for d in RECIPES.iterdir() if d.is_dir()), key=lambda d: ORDER.index(d.name))
     return {
-        f"{p.parent.name}/{p.stem}": p
-        for group in sorted(d for d in RECIPES.iterdir() if d.is_dir())
-        for p in sorted(group.glob("*.yaml"))
+        f"{p.parent.name}/{p.stem}": p for group in groups for p in sorted(group.glob("*.yaml"))
     }
 
 
@@ -81,13 +87,11 @@ def seeds_of(path: Path, overrides: list[str], count: int) -> list[int]:
     return [first + k for k in range(count)]
 
 
-def train_all(
-    runs: Path, overrides: list[str], only: list[str] | None, count: int, points: int
-) -> None:
+def train_all(runs: Path, overrides: list[str], groups: list[str], count: int, points: int) -> None:
     from steer_cli.recipe import load_recipe
     from steer_cli.sweep import sweep
 
-    todo = [(k, p) for k, p in recipes().items() if not only or k.split("/")[0] in only]
+    todo = [(k, p) for k, p in recipes().items() if k.split("/")[0] in groups]
     for n, (key, path) in enumerate(todo, 1):
         recipe = load_recipe(path, overrides)
         start = time.perf_counter()
@@ -153,9 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     # every recipe has one train.seed (tests/test_claims.py): the oracle's runs share a seed
     seeds = seeds_of(recipes()["location/sft"], args.overrides, args.seeds)
     if not args.report_only:
-        train_all(args.runs, args.overrides, args.only, args.seeds, args.grid)
-        if not args.only:
-            oracle(args.runs, args.samples, seeds[0])
+        for group in ORDER:
+            if args.only and group not in args.only:
+                continue
+            train_all(args.runs, args.overrides, [group], args.seeds, args.grid)
+            if group == "location" and not args.only:  # the oracle's runs are all there
+                oracle(args.runs, args.samples, seeds[0])
     claims_report.write(
         args.runs,
         args.docs,

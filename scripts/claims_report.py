@@ -42,8 +42,6 @@ ORACLE_RUNS = (
     "location/premlp",
     "location/reft",
     "location/lora",
-    "joint/joint",
-    "joint/joint-orth",
 )
 ORACLE_SEEDS = "location/reft"  # every seed of it beside the oracle (claim 18)
 ORACLE_PLOTS = (
@@ -51,7 +49,6 @@ ORACLE_PLOTS = (
     "mlp_share",
     "low_rank",
     "error_control",
-    "joint_alignment",
     "expressivity",
     "sanity",
 )
@@ -98,7 +95,14 @@ def _seed_count(ctx: Context, keys: list[str]) -> str:
     return " to ".join(dict.fromkeys(in_words(n) for n in (counts[0], counts[-1])))
 
 
-def render(ctx: Context, found: list[Claim], tables: dict[str, str], images: list[str]) -> str:
+def render(
+    ctx: Context,
+    found: list[Claim],
+    tables: dict[str, str],
+    images: list[str],
+    beside: dict[str, list[str]] | None = None,
+) -> str:
+    """The page; ``beside``: more images (names in docs/claims/) under a group's table."""
     keys = [f"{p.parent.name}/{p.stem}" for p in sorted((ROOT / "recipes/claims").glob("*/*.yaml"))]
     judged = [c for c in found if not c.sanity]
     counts = {
@@ -157,6 +161,8 @@ def render(ctx: Context, found: list[Claim], tables: dict[str, str], images: lis
             "",
         ]
         lines += [f"![{group}](claims/{group}.png)", ""]
+        lines += [f"![{name}](claims/{name}.png)" for name in (beside or {}).get(group, [])]
+        lines += [""] if (beside or {}).get(group) else []
     if images and ctx.oracle:
         lines += _oracle_section(ctx, images)
     ran = first_run(ctx, keys)
@@ -205,6 +211,24 @@ def _oracle_section(ctx: Context, images: list[str]) -> list[str]:
     ]
 
 
+def _joint_plot(ctx: Context, images_dir: Path) -> list[str]:
+    """The first seed's joint runs' alignment plot (their diagnostics.json), as `steer oracle`
+    draws it; its name, or none if they have not run."""
+    import json
+
+    from steer_cli.oracle.plots import write_joint_plot
+
+    runs = []
+    for key in ("joint/joint", "joint/joint-orth"):
+        cell = ctx.cell(key)
+        path = cell.runs[0] / "diagnostics.json" if cell.runs else None
+        if path is None or not path.is_file():
+            return []
+        runs.append({"method": cell.setting("method"), "diagnostics": json.loads(path.read_text())})
+    write_joint_plot(runs, images_dir / "joint-alignment.png")
+    return ["joint-alignment"]
+
+
 def write(
     runs: Path,
     docs: Path,
@@ -231,7 +255,7 @@ def write(
         if source.is_file():
             shutil.copyfile(source, images_dir / f"oracle-{name}.png")
             images.append(f"oracle-{name}")
-    text = render(ctx, found, tables, images)
+    text = render(ctx, found, tables, images, {"joint": _joint_plot(ctx, images_dir)})
     if overrides:  # say so at the top, so it is never mistaken for the committed recipes' report
         changed = " ".join(f"--set {o}" for o in overrides)
         text = text.replace(

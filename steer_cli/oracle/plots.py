@@ -33,12 +33,22 @@ def write_plots(result: dict, out: Path) -> list[str]:
         drawers[JOINT_PLOT] = _joint
     written = []
     for name, draw in drawers.items():
-        fig = draw(plt, result)
-        fig.tight_layout()
-        fig.savefig(out / f"{name}.png", dpi=110)
-        plt.close(fig)
+        _save(plt, draw(plt, result), out / f"{name}.png")
         written.append(f"{name}.png")
     return written
+
+
+def write_joint_plot(runs: list[dict], path: Path) -> None:
+    """The joint runs' alignment plot alone, as the oracle draws it beside its others (each of
+    ``runs``: ``method`` and the run's ``diagnostics``)."""
+    plt = _pyplot()
+    _save(plt, _joint(plt, {"runs": runs}), path)
+
+
+def _save(plt, fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _layers(result: dict) -> list[int]:
