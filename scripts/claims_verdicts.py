@@ -1,120 +1,46 @@
-"""What the claims report measures and how it judges: seeds' accuracies (``Cell``), the verdict
-rules, the ``Claim`` record, and the pieces claims are built from: the runs' settings and the
-paper's figures (``steer_cli.published``). The claims themselves are in :mod:`claims_list`,
-:mod:`claims_joint` and :mod:`claims_oracle`."""
+"""How the claims report judges: the verdict rules, Holm's correction across the report, the
+``Claim`` record and the findings built from pairs of recipes. What it measures is in
+:mod:`claims_runs`, the paper's figures in :mod:`claims_paper`; the claims themselves in
+:mod:`claims_list`, :mod:`claims_joint` and :mod:`claims_oracle`.
+
+Every rule has three outcomes, fixed before the numbers: shown, opposite, or inconclusive at this
+scale. Accuracy claims read steer compare's paired statistics (``steer_cli.compare``: the
+two-way bootstrap over seeds and test items of the per-(seed, item) differences):
+
+- **beats** (A > B): one-sided at 95%, p = the share of the bootstrap's resampled mean
+  differences at or below 0 (``compare.stats.one_sided_p``), Holm-corrected across every
+  one-sided test of the report (:func:`decide`); opposite: the reverse test, corrected alike.
+- **matches** (A is no more than M below B): the whole 95% interval of A - B above -M; opposite
+  when it lies wholly below -M. M is the paper's own gap (``steer_cli.published``).
+- **adds little** (A is no more than M above B): the mirror image.
+"""
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, replace
 
-SHOWN, NOT_SHOWN, OPPOSITE, NOT_RUN = "shown", "not shown at this scale", "opposite", "not run"
-RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "claims"
+from claims_paper import in_words, signed
+from claims_runs import Cell, Context, Pair, cell_interval
 
-# -- measurements ------------------------------------------------------------------------------
-
-
-@dataclass
-class Cell:
-    """One recipe's finished seeds: each one's run directory and results.json, read once."""
-
-    key: str
-    runs: list[Path] = field(default_factory=list)
-    results: list[dict] = field(default_factory=list)
-
-    @property
-    def seeds(self) -> list[int]:
-        return [int(run.name.removeprefix("seed-")) for run in self.runs]
-
-    @property
-    def scores(self) -> list[float]:
-        """Test accuracies, in %."""
-        return [100 * r["eval"]["after"]["accuracy"] for r in self.results]
-
-    @property
-    def params(self) -> float | None:
-        """The trainable share of the base model, in %."""
-        return self.results[0].get("trainable_percent") if self.results else None
-
-    @property
-    def config(self) -> dict:
-        """The first seed's resolved recipe (the seeds differ in ``train.seed`` only)."""
-        import yaml
-
-        return yaml.safe_load((self.runs[0] / "config.yaml").read_text())
-
-    def setting(self, *path: str):
-        """A value of the resolved recipe (``"adapter", "rank"``); ``None`` if nothing ran."""
-        value = self.config if self.runs else None
-        for part in path:
-            value = (value or {}).get(part)
-        return value
-
-    @property
-    def n(self) -> int:
-        return len(self.scores)
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.scores)
-
-    @property
-    def std(self) -> float:
-        return statistics.stdev(self.scores) if self.n > 1 else 0.0
-
-    def text(self) -> str:
-        if not self.n:
-            return f"{self.key}: not run"
-        return f"{self.mean:.1f} ± {self.std:.1f} (n={self.n})"
-
-
-def _seed_of(path: Path) -> int:
-    return int(path.parent.name.removeprefix("seed-"))
-
-
-def read_cell(runs: Path, key: str) -> Cell:
-    cell = Cell(key)
-    for results in sorted((runs / key).glob("seed-*/results.json"), key=_seed_of):
-        cell.runs.append(results.parent)
-        cell.results.append(json.loads(results.read_text()))
-    return cell
-
-
-def majority(run: Path) -> float:
-    """The accuracy of always answering the test split's most common value, in % (the test
-    items are the same for every run)."""
-    import collections
-
-    golds = [json.loads(line)["gold"] for line in (run / "predictions.jsonl").open()]
-    return 100 * collections.Counter(golds).most_common(1)[0][1] / len(golds)
-
-
-def seed_values(runs: Path, key: str, read: Callable[[dict], float]) -> list[float]:
-    """One number per seed of ``key`` from its diagnostics.json (joint runs)."""
-    out = []
-    for path in sorted((runs / key).glob("seed-*/diagnostics.json"), key=_seed_of):
-        out.append(read(json.loads(path.read_text())))
-    return out
-
-
-def layer_mean(field_path: tuple[str, ...]) -> Callable[[dict], float]:
-    def read(diagnostics: dict) -> float:
-        values = []
-        for layer in diagnostics["layers"]:
-            value = layer
-            for part in field_path:
-                value = value[part]
-            values.append(float(value))
-        return statistics.fmean(values)
-
-    return read
-
+SHOWN, OPPOSITE, NOT_RUN = "shown", "opposite", "not run"
+INCONCLUSIVE = "inconclusive at this scale"
+PASSED, FAILED = "sanity check passed", "sanity check failed"
+ALPHA = 0.05  # one-sided, family-wise over the report's one-sided tests (Holm)
+PENDING = "pending"  # a one-sided test's verdict before Holm's correction (decide)
 
 # -- verdicts ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OneSided:
+    """A one-sided test in the report's Holm family: ``p_greater`` against "not A > B",
+    ``p_less`` against "not A < B" (the opposite direction, corrected as a family of its own)."""
+
+    p_greater: float
+    p_less: float
 
 
 @dataclass(frozen=True)
@@ -123,54 +49,96 @@ class Finding:
     verdict: str
     rule: str
     headline: str = ""  # the number for the summary table
+    test: OneSided | None = None  # decided by Holm's correction across the report
+    adjusted: tuple[float, float] | None = None  # Holm-adjusted (p_greater, p_less)
 
 
-def se_of_difference(a: list[float], b: list[float]) -> float:
-    """The standard error of mean(a) - mean(b) over seeds (Welch's)."""
-    var = lambda xs: statistics.variance(xs) if len(xs) > 1 else 0.0  # noqa: E731
-    return math.sqrt(var(a) / len(a) + var(b) / len(b))
+def holm(ps: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm 1979): the k-th smallest times (m - k + 1), made
+    non-decreasing in that order and capped at 1. A hypothesis is rejected at family-wise level
+    alpha where its adjusted p is at most alpha."""
+    m = len(ps)
+    adjusted = [1.0] * m
+    running = 0.0
+    for k, i in enumerate(sorted(range(m), key=ps.__getitem__)):
+        running = max(running, min(1.0, (m - k) * ps[i]))
+        adjusted[i] = running
+    return adjusted
 
 
-GREATER_RULE = (
-    "shown if A's mean is above B's by more than twice the standard error of the difference "
-    "over seeds; opposite if below by as much; otherwise not shown at this scale"
+def beats_rule(what: str = "A is above B") -> str:
+    """A one-sided rule; ``{family}`` becomes the family's size in :func:`decide`."""
+    return (
+        f"one-sided at 95% with Holm's correction across the report's {{family}} one-sided "
+        f"tests: shown if the Holm-adjusted p of the test that {what} is at most {ALPHA:g}; "
+        "opposite if the reverse test's Holm-adjusted p is; otherwise inconclusive at this scale"
+    )
+
+
+BOOTSTRAP_P = (
+    "p: the share of the two-way bootstrap's resampled mean differences (seeds and test items, "
+    "steer compare's) on the wrong side of 0"
 )
-AT_LEAST_RULE = (
-    "shown if A's mean is above B's, or below it by less than twice the standard error of the "
-    "difference over seeds (a match); opposite if below by more"
-)
 
 
-def greater(a: list[float], b: list[float]) -> str:
-    if not a or not b:
-        return NOT_RUN
-    d, se = statistics.fmean(a) - statistics.fmean(b), se_of_difference(a, b)
-    if d > 2 * se and d > 0:
+def decide(found: list[Claim]) -> list[Claim]:
+    """The one-sided tests' verdicts: Holm's correction over every one of them in the report,
+    each direction a family of its own."""
+    tested = [i for i, c in enumerate(found) if c.finding.test is not None]
+    greater = holm([found[i].finding.test.p_greater for i in tested])
+    less = holm([found[i].finding.test.p_less for i in tested])
+    out = list(found)
+    for i, g, s in zip(tested, greater, less, strict=True):
+        finding = found[i].finding
+        verdict = SHOWN if g <= ALPHA else OPPOSITE if s <= ALPHA else INCONCLUSIVE
+        rule = finding.rule.replace("{family}", in_words(len(tested)))
+        out[i] = replace(
+            found[i], finding=replace(finding, verdict=verdict, rule=rule, adjusted=(g, s))
+        )
+    return out
+
+
+def beats(pair: Pair | str, measured: str, headline: str) -> Finding:
+    """A > B, one-sided, to be decided with the report's other one-sided tests."""
+    if isinstance(pair, str):
+        return Finding(f"{measured}: {pair}", NOT_RUN, beats_rule())
+    return Finding(
+        f"{measured}; {pair.text()}; one-sided p (A > B) = {pair.p_greater:.4f}",
+        PENDING,
+        beats_rule() + "; " + BOOTSTRAP_P,
+        headline,
+        OneSided(pair.p_greater, pair.p_less),
+    )
+
+
+def at_least(pair: Pair, margin: float) -> str:
+    """A is no more than ``margin`` below B: the interval's lower end above -margin."""
+    if pair.low > -margin:
         return SHOWN
-    if d < -2 * se and d < 0:
-        return OPPOSITE
-    return NOT_SHOWN
+    return OPPOSITE if pair.high < -margin else INCONCLUSIVE
 
 
-def at_least(a: list[float], b: list[float]) -> str:
-    if not a or not b:
-        return NOT_RUN
-    d, se = statistics.fmean(a) - statistics.fmean(b), se_of_difference(a, b)
-    return OPPOSITE if d < -2 * se and d < 0 else SHOWN
+def at_most(pair: Pair, margin: float) -> str:
+    """A is no more than ``margin`` above B: the interval's upper end below +margin."""
+    if pair.high < margin:
+        return SHOWN
+    return OPPOSITE if pair.low > margin else INCONCLUSIVE
 
 
-def within(a: list[float], b: list[float], margin: float) -> str:
-    """A is at most ``margin`` points below B (on the means)."""
-    if not a or not b:
-        return NOT_RUN
-    return SHOWN if statistics.fmean(b) - statistics.fmean(a) <= margin else NOT_SHOWN
+def at_least_rule(margin: float, source: str) -> str:
+    return (
+        f"a match within a margin stated before measuring, M = {signed(margin)} points "
+        f"({source}): shown if the whole 95% interval of A − B lies above −M; opposite if it "
+        "lies wholly below −M; otherwise inconclusive at this scale"
+    )
 
 
-def diff_text(a: Cell, b: Cell) -> str:
-    if not a.n or not b.n:
-        return "not run"
-    d, se = a.mean - b.mean, se_of_difference(a.scores, b.scores)
-    return f"{d:+.1f} ± {se:.1f} points (difference ± its standard error)"
+def split_half(values: list[float], inside: Callable[[float], bool], outside: Callable) -> str:
+    """A descriptive number measured on each half of the oracle's sample: shown if both halves
+    are ``inside`` the claim, opposite if both are ``outside`` it, else inconclusive."""
+    if all(inside(v) for v in values):
+        return SHOWN
+    return OPPOSITE if all(outside(v) for v in values) else INCONCLUSIVE
 
 
 def mean_std(values: list[float], digits: int = 3) -> str:
@@ -179,6 +147,19 @@ def mean_std(values: list[float], digits: int = 3) -> str:
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.fmean(values):.{digits}f} ± {std:.{digits}f} (n={len(values)})"
 
+
+def seed_test(larger: list[float], smaller: list[float]) -> OneSided:
+    """Welch's t-test over seeds, one-sided both ways (scipy.stats.ttest_ind)."""
+    from scipy.stats import ttest_ind
+
+    def p(alternative: str) -> float:
+        result = ttest_ind(larger, smaller, equal_var=False, alternative=alternative)
+        return 1.0 if math.isnan(result.pvalue) else float(result.pvalue)
+
+    return OneSided(p("greater"), p("less"))
+
+
+WELCH = "p: Welch's t-test over the seeds (scipy.stats.ttest_ind, one-sided)"
 
 # -- the claims --------------------------------------------------------------------------------
 
@@ -191,38 +172,37 @@ class Claim:
     finding: Finding
     keys: tuple[str, ...] = ()  # the recipes measured (their commands go beside the claim)
     note: str = ""
+    limits: str = ""  # what limits the verdict at this scale
 
-
-class Context:
-    """The claims runs, read once; ``seeds``: those ``make claims`` trains each recipe with (what
-    the page's commands say for a recipe that has not run)."""
-
-    def __init__(self, runs: Path, seeds: tuple[int, ...] = ()) -> None:
-        self.runs = runs
-        self.seeds = tuple(seeds)
-        self._cells: dict[str, Cell] = {}
-        path = runs / "oracle" / "oracle.json"
-        self.oracle: dict | None = json.loads(path.read_text()) if path.is_file() else None
-
-    def cell(self, key: str) -> Cell:
-        if key not in self._cells:
-            self._cells[key] = read_cell(self.runs, key)
-        return self._cells[key]
-
-    def seeds_of(self, key: str) -> list[int]:
-        """The seeds ``key`` ran with, or those it would run with."""
-        return self.cell(key).seeds or list(self.seeds)
+    @property
+    def sanity(self) -> bool:
+        """A check of the machinery, not a finding: not counted among the verdicts."""
+        return self.finding.verdict in (PASSED, FAILED)
 
 
 # -- building claims ---------------------------------------------------------------------------
 
 
-def pair(ctx: Context, a: str, b: str, verdict: Callable, rule: str) -> Finding:
-    ca, cb = ctx.cell(a), ctx.cell(b)
-    measured = (
-        f"A = {run_name(a)} {ca.text()}; B = {run_name(b)} {cb.text()}; A − B = {diff_text(ca, cb)}"
-    )
-    return Finding(measured, verdict(ca.scores, cb.scores), rule, versus(ca, cb))
+def described(ctx: Context, key: str) -> str:
+    """``A = `postblock` 39.7 ± 3.1 (n=5), 95% interval [35.1, 44.0], LR 0.002``."""
+    cell = ctx.cell(key)
+    if not cell.n:
+        return f"{run_name(key)} not run"
+    spread = cell_interval(ctx, key)
+    text = f"{run_name(key)} {cell.text()}"
+    if spread is not None:
+        text += f", 95% interval [{spread.low:.1f}, {spread.high:.1f}]"
+    lr = cell.setting("train", "lr")
+    return text + (f", LR {lr:g}" if lr is not None else "")
+
+
+def measured_pair(ctx: Context, a: str, b: str) -> str:
+    return f"A = {described(ctx, a)}; B = {described(ctx, b)}"
+
+
+def pair_claim(ctx: Context, a: str, b: str) -> Finding:
+    """A beats B (one-sided, Holm)."""
+    return beats(ctx.pair(a, b), measured_pair(ctx, a, b), versus(ctx.cell(a), ctx.cell(b)))
 
 
 def versus(a: Cell, b: Cell) -> str:
@@ -233,60 +213,3 @@ def versus(a: Cell, b: Cell) -> str:
 
 def run_name(key: str) -> str:
     return f"`{key.split('/')[-1]}`"
-
-
-def best(ctx: Context, keys: list[str]) -> Cell:
-    """The cell with the best mean (an empty one if none ran)."""
-    ran = [ctx.cell(k) for k in keys if ctx.cell(k).n]
-    return max(ran, key=lambda c: c.mean) if ran else Cell(" or ".join(keys))
-
-
-def listed(items: list[str]) -> str:
-    """``a, b and c``."""
-    return " and ".join(filter(None, [", ".join(items[:-1]), items[-1]])) if items else ""
-
-
-def recipe_setting(ctx: Context, key: str, *path: str):
-    """A recipe's setting as its runs resolved it, or as its file states it if none ran."""
-    value = ctx.cell(key).setting(*path)
-    if value is None:
-        import yaml
-
-        value = yaml.safe_load((RECIPES / f"{key}.yaml").read_text())
-        for part in path:
-            value = (value or {}).get(part)
-    return value
-
-
-def paper_row(table: str, row: str, model: str = "Llama-3.2-1B"):
-    """A row of the paper's table, from ``steer_cli.published`` (checked against the paper)."""
-    from steer_cli import published
-
-    for entry in published.PUBLISHED[table].rows:
-        if entry.model == model and entry.name == row:
-            return entry
-    raise KeyError(f"{table} has no row {row!r} for {model}")
-
-
-def paper(table: str, row: str, task: str, model: str = "Llama-3.2-1B") -> float:
-    return paper_row(table, row, model).scores[task]
-
-
-def prose(name: str):
-    """A figure of the paper's prose (``steer_cli.published.PROSE``): its value."""
-    from steer_cli import published
-
-    return published.PROSE[name].value
-
-
-_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
-
-
-def in_words(n: float) -> str:
-    """A count as the page's prose writes it: "three seeds", "four models" (1.5 stays 1.5)."""
-    return _WORDS[int(n)] if n == int(n) and 0 <= n < len(_WORDS) else f"{n:g}"
-
-
-def signed(x: float, digits: int = 1) -> str:
-    """A figure with a typographic minus, as the paper prints its gaps: "−1.9"."""
-    return f"{x:.{digits}f}".replace("-", "−")

@@ -101,6 +101,8 @@ def test_mlp_shares_match_a_hand_computation_on_one_layer(tiny_models):
                     t.base_mlp[keep], t.base_in[keep], t.base_out[keep]
                 ),
                 of_writes=linalg.mlp_share_of_writes(t.base_mlp[keep], t.base_attn[keep]),
+                output=m.double() / (mid + mlp)[keep].norm(dim=-1).double(),
+                of_output=linalg.mlp_share_of_output(t.base_mlp[keep], t.base_out[keep]),
                 out_ok=torch.allclose(t.base_out, mid + mlp, atol=1e-5),
             )
 
@@ -109,6 +111,7 @@ def test_mlp_shares_match_a_hand_computation_on_one_layer(tiny_models):
     assert seen["out_ok"]
     assert torch.allclose(seen["of_update"], seen["update"], atol=1e-5)
     assert torch.allclose(seen["of_writes"], seen["writes"], atol=1e-5)
+    assert torch.allclose(seen["of_output"], seen["output"], atol=1e-5)
     assert float(seen["of_writes"].max()) <= 1
     # On numbers: an MLP write of norm 5 against attention's (-3, 0): the update (0, 4) is
     # shorter than the MLP write (share of the update 1.25), its share of the writes 5/8.
@@ -116,6 +119,10 @@ def test_mlp_shares_match_a_hand_computation_on_one_layer(tiny_models):
     zero = torch.zeros(1, 2)
     assert float(linalg.mlp_share_of_update(m, zero, a + m)) == pytest.approx(1.25)
     assert float(linalg.mlp_share_of_writes(m, a)) == pytest.approx(0.625)
+    # against the block output O = I + a + m with I = (6, 0): O = (6, 4), ||O|| = sqrt(52)
+    residual = torch.tensor([[6.0, 0.0]])
+    share = linalg.mlp_share_of_output(m, residual + a + m)
+    assert float(share) == pytest.approx(5 / math.sqrt(52))
 
 
 @pytest.mark.parametrize("k", [1, 3, 7])
@@ -130,6 +137,18 @@ def test_effective_rank_of_a_rank_k_set_is_k(k):
     spec = linalg.spectrum(mixed)
     assert spec.energy_rank[0.99] <= k and spec.effective_rank <= k + 1e-9
     assert float(spec.eigenvalues[k:].abs().max()) < 1e-10 * float(spec.eigenvalues[0])
+
+
+def test_the_covariance_spectrum_leaves_the_mean_out():
+    """k equally strong directions (energy 1/k each) around a mean as strong in another
+    direction: the covariance has effective rank k, the uncentred second moment k + 1."""
+    d, k = 12, 3
+    basis = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(2)))[0]
+    around = torch.cat([basis[:, :k].T, -basis[:, :k].T])  # mean 0, k directions
+    shifted = around + math.sqrt(1 / k) * basis[:, k]
+    assert linalg.spectrum(shifted, centred=True).effective_rank == pytest.approx(k, rel=1e-9)
+    assert linalg.spectrum(shifted).effective_rank == pytest.approx(k + 1, rel=1e-9)
+    assert linalg.spectrum(around, centred=True).effective_rank == pytest.approx(k, rel=1e-9)
 
 
 def _linear_ft(base, matrix: torch.Tensor):
@@ -149,17 +168,55 @@ def test_linearized_oracle_recovers_an_exactly_linear_delta(tiny_models, rank):
     u, v = torch.randn(d, 2, generator=generator), torch.randn(d, 2, generator=generator)
     matrix = torch.eye(d) + 0.05 * (u @ v.T) / math.sqrt(d)  # rank-2 change
     ft = _linear_ft(base, matrix)
-    sample = _sample(base.config.vocab_size, rows=5, width=40)
+    sample = _sample(base.config.vocab_size, rows=8, width=40)  # each half > d tokens
     layers, maps = analyse_layers(
         Model(base, tokenizer, "b"), Model(ft, tokenizer, "f"), sample, rank=2
     )
-    fitted = maps["full" if rank is None else "rank"]
     key = "full" if rank is None else "rank_2"
     assert all(entry["linear_r2"][key] > 1 - 1e-6 for entry in layers)
-    with co_run(base, maps=fitted) as forward:
-        assert _kl(ft, forward(sample.input_ids, sample.attention_mask), sample) < 1e-6
+    # each half's maps, fitted on its tokens alone, steer the whole sample, and miss nothing of
+    # the other half's oracle
+    assert all(entry["held_out_error"][key] < 1e-5 for entry in layers)
+    for fitted in maps[key]:
+        with co_run(base, maps=fitted) as forward:
+            assert _kl(ft, forward(sample.input_ids, sample.attention_mask), sample) < 1e-6
     with co_run(base) as forward:  # unsteered, the base is far from it: the test can fail
         assert _kl(ft, forward(sample.input_ids, sample.attention_mask), sample) > 1e-4
+
+
+def test_the_linear_maps_are_scored_on_the_half_they_were_not_fitted_on(tiny_models):
+    """With fewer tokens per half than the hidden size, a full-rank map fits its own half
+    exactly whatever the oracle is; on the other half it misses a good part of it. The
+    in-sample R2 (every token) and the held-out error tell the two apart."""
+    base, tokenizer = tiny_models["tiny-llama"]
+    ft = _perturbed(base)
+    sample = _sample(base.config.vocab_size, rows=4, width=30)  # ~55 tokens a half, d = 64
+    layers, maps = analyse_layers(
+        Model(base, tokenizer, "b"), Model(ft, tokenizer, "f"), sample, rank=2, ranks=(1,)
+    )
+    assert set(maps) == {"full", "rank_1", "rank_2"} and all(len(m) == 2 for m in maps.values())
+    for entry in layers:
+        assert set(entry["held_out_error"]) == {"full", "rank_1", "rank_2"}
+        assert entry["held_out_error"]["full"] > 0.1
+        for half in entry["halves"]:
+            assert half["tokens"] < base.config.hidden_size
+            assert 0 < half["mlp_share"]["of_block_output"] < 1
+            assert half["covariance_effective_rank"]["delta"] > 0
+    keep = sample.attention_mask.bool()
+    seen = {}
+
+    def on_layer(t):  # half 0's full map on half 0's own tokens: exact
+        if t.index == 1:
+            rows = keep.clone()
+            rows[2:] = False
+            seen["own"] = maps["full"][0][1].residual(
+                t.base_out[rows], (t.ft_out - t.base_out)[rows]
+            )
+
+    with co_run(base, ft, oracle="block_output", on_layer=on_layer) as forward:
+        forward(sample.input_ids, sample.attention_mask, logits=False)
+    miss, energy = seen["own"]
+    assert miss < 1e-6 * energy
 
 
 def test_principal_angles_and_optimal_relative_error_in_known_cases():
@@ -234,6 +291,17 @@ def test_oracle_command_writes_json_and_plots_and_refuses_overwrite(trained_runs
     assert len(data["layers"]) == 3 and data["task"] == "listops" and data["samples"] == 3
     assert data["runs"][0]["method"] == "joint" and data["runs"][0]["diagnostics"]["layers"]
     assert set(data["kl"]) >= {"base", "linear full", "linear rank 8", "oracle mlp_output"}
+    assert data["folds"] == [[0, 2], [2, 3]]
+    for entry in [*data["kl"].values(), *(r["kl"] for r in data["runs"])]:
+        assert len(entry["per_prompt"]) == 3  # one per prompt, in the sample's order
+    # the blog's error control: every fitted map's worst held-out layer error beside its KL
+    control = {point["maps"]: point for point in data["error_control"]}
+    assert set(control) == {"full", "rank_1", "rank_4", "rank_8", "rank_16"}  # < hidden size
+    for label, point in control.items():
+        name = "linear " + label.replace("_", " ")
+        assert point["kl"] == data["kl"][name]["mean_generated"]
+        errors = [e["held_out_error"][label] for e in data["layers"]]
+        assert point["max_layer_error"] == max(errors)
     for png in (*data["plots"], "kl_curve.png", "joint_alignment.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert "oracle sanity" in result.output and "ok" in result.output
@@ -244,10 +312,10 @@ def test_oracle_command_writes_json_and_plots_and_refuses_overwrite(trained_runs
             assert 0 < share["of_writes"] < 1 and share["of_update"] > 0
             assert 0 <= share["update_above_1"] <= 1
     assert "m/(a+m) base" in result.output and "m/|O-I| FT" in result.output
-    fig = plots._mlp_share(plots._pyplot(), data)  # the paper's band beside its share only
+    fig = plots._mlp_share(plots._pyplot(), data)  # the paper's band beside its words only
     banded = [ax for ax in fig.axes if any("paper" in str(p.get_label()) for p in ax.patches)]
-    assert [ax.get_ylabel() for ax in banded] == ["||m|| / (||a|| + ||m||)"]
-    assert len(fig.axes) == 2  # ||m|| / ||O - I|| drawn too, beside it, without the band
+    assert [ax.get_ylabel() for ax in banded] == ["||m|| / ||O||"]
+    assert len(fig.axes) == 3  # the two other readings drawn too, beside it, without the band
 
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "already exists" in again.output
@@ -264,6 +332,7 @@ def test_oracle_bad_inputs_are_clean_errors(trained_runs, tmp_path):
         (["tiny-llama", sft, "--task", "nosuchtask"], "unknown task"),
         (["tiny-llama", sft, "--runs", str(tmp_path)], "not a run directory"),
         (["tiny-llama", str(trained_runs / "joint")], "needs a full fine-tune"),
+        (["tiny-llama", sft, "--samples", "1"], "needs at least 2 prompts"),
     ]
     for args, message in cases:
         result = runner.invoke(app, ["oracle", *args, "-o", str(tmp_path / "o")])
@@ -277,7 +346,7 @@ def test_run_oracle_rejects_mismatched_models(tiny_models, tmp_path):
     other.save_pretrained(tmp_path / "qwen")
     tokenizer.save_pretrained(tmp_path / "qwen")
     with pytest.raises(SteerError, match="Qwen2ForCausalLM with other parameters"):
-        run_oracle("tiny-llama", str(tmp_path / "qwen"), samples=1, max_new_tokens=2)
+        run_oracle("tiny-llama", str(tmp_path / "qwen"), samples=2, max_new_tokens=2)
 
 
 def _save(model, tokenizer, path):
@@ -288,7 +357,7 @@ def _save(model, tokenizer, path):
 
 def test_an_ft_model_equal_to_its_base_is_a_clear_error(tmp_path):
     out = tmp_path / "o"
-    args = ["oracle", "tiny-llama", "tiny-llama", "--samples", "1", "--max-new-tokens", "2"]
+    args = ["oracle", "tiny-llama", "tiny-llama", "--samples", "2", "--max-new-tokens", "2"]
     result = runner.invoke(app, [*args, "-o", str(out)])
     assert result.exit_code == 1, result.output
     assert "identical to the base model tiny-llama" in result.output

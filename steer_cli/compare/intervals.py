@@ -105,32 +105,43 @@ def _pair(
     read: Reader,
 ) -> None:
     """``cell.paired``: ours against the baseline's runs, seed by seed, on their shared items."""
+    matrices = paired_matrices(ours, theirs, baseline, read)
+    if isinstance(matrices, str):
+        cell.paired_missing = matrices
+    else:
+        cell.paired = paired(*matrices, baseline, margin)
+
+
+def paired_matrices(
+    ours: list[Record],
+    theirs: list[Record],
+    baseline: str = "the baseline",
+    read: Reader | None = None,
+) -> tuple[np.ndarray, np.ndarray] | str:
+    """Seeds x items scores of two cells over the seeds both ran and the items both were scored
+    on, rows and columns in the same order; or why they cannot be paired."""
+    read = read or _reader()
     if len({r.judging for r in ours + theirs}) > 1:
-        cell.paired_missing = "not all judged alike (judge, reference or instructions)"
-        return
+        return "not all judged alike (judge, reference or instructions)"
     by_seed = [_by_seed(ours), _by_seed(theirs)]
     for side, name in zip(by_seed, ("this method", baseline), strict=True):
         if isinstance(side, str):
-            cell.paired_missing = f"{name}: {side}"
-            return
+            return f"{name}: {side}"
     mine, base = by_seed
     seeds = sorted(mine.keys() & base.keys(), key=str)
     if not seeds:
-        cell.paired_missing = f"no seed in common (seeds {_seeds(mine)} vs {_seeds(base)})"
-        return
+        return f"no seed in common (seeds {_seeds(mine)} vs {_seeds(base)})"
     loaded = _loaded([mine[s] for s in seeds] + [base[s] for s in seeds], read)
     if isinstance(loaded, str):
-        cell.paired_missing = loaded
-        return
+        return loaded
     shared = set(loaded[0].scores).intersection(*(items.scores for items in loaded[1:]))
     keys = [k for k in loaded[0].scores if k in shared]
     if len(keys) < 2:
-        cell.paired_missing = f"{len(keys)} test item(s) in common"
-        return
+        return f"{len(keys)} test item(s) in common"
     half = len(seeds)
     ours_m = np.stack([items.on(keys) for items in loaded[:half]])
     theirs_m = np.stack([items.on(keys) for items in loaded[half:]])
-    cell.paired = paired(ours_m, theirs_m, baseline, margin)
+    return ours_m, theirs_m
 
 
 def _by_seed(runs: list[Record]) -> dict[int | None, Record] | str:

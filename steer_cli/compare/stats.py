@@ -63,6 +63,23 @@ class Paired:
 def interval(matrix: np.ndarray) -> Interval:
     """The two-way bootstrap interval of ``matrix.mean()`` (rows: seeds, columns: items, at
     least two items)."""
+    ci = _bootstrap(matrix).confidence_interval
+    return Interval(float(ci.low), float(ci.high), *matrix.shape)
+
+
+def one_sided_p(matrix: np.ndarray) -> tuple[float, float]:
+    """One-sided p-values of ``matrix.mean()`` (paired differences) from the same two-way
+    bootstrap as :func:`interval` (same resamples): ``(p_greater, p_less)``, the share of
+    resampled means at or below 0 (the evidence against "the mean is above 0") and at or above
+    0, each ``(count + 1) / (resamples + 1)`` so never 0. ``p_greater < 0.025`` where the
+    interval lies above 0 (the percentile interval's lower end is the 2.5% quantile)."""
+    means = _bootstrap(matrix).bootstrap_distribution
+    total = means.size + 1
+    return float(((means <= 0).sum() + 1) / total), float(((means >= 0).sum() + 1) / total)
+
+
+def _bootstrap(matrix: np.ndarray):
+    """scipy.stats.bootstrap's result for the two-way percentile bootstrap of the mean."""
     from scipy.stats import bootstrap
 
     seeds, items = matrix.shape
@@ -75,7 +92,7 @@ def interval(matrix: np.ndarray) -> Interval:
         return np.take_along_axis(per_item, columns, axis=-1).mean(axis=-1)
 
     data = ((np.arange(seeds),) if seeds > 1 else ()) + (np.arange(items),)
-    result = bootstrap(
+    return bootstrap(
         data,
         mean,
         n_resamples=RESAMPLES,
@@ -86,8 +103,6 @@ def interval(matrix: np.ndarray) -> Interval:
         method="percentile",
         rng=np.random.default_rng(SEED),
     )
-    ci = result.confidence_interval
-    return Interval(float(ci.low), float(ci.high), seeds, items)
 
 
 def paired(

@@ -31,15 +31,23 @@ error: every oracle vector would be 0.
 (:mod:`.layers`): ``of_writes``, the mean of ``||m|| / (||a|| + ||m||)`` over tokens (attention
 writes ``a``, the MLP ``m``), a share in [0, 1] and the one comparable with the paper's 40-70%;
 and ``of_update``, the mean of ``||m|| / ||O - I||``, which exceeds 1 wherever the two writes
-partly cancel (``update_above_1`` counts those tokens). **Low rank**: the second-moment spectrum
-of ``delta`` per layer and its effective rank (see :func:`linalg.spectrum`). **Linearized
-oracle**: per layer, the least-squares map ``h -> delta`` (with intercept; full and rank r),
-fitted on the sample's tokens and used to steer the base model at every layer (an in-sample fit:
-the best a linear post-block adapter could do on these prompts). **Theorem 3.1**: ``A_p`` is the
-best rank-r post-MLP linear steer toward the oracle (``GLU(Y) A_p ~ delta``); how well a linear
-post-block steer of ``O = Y + GLU(Y)`` can match it (:func:`linalg.expressivity`). With no more
-tokens than the hidden size both are exact by construction (R2 = 1, relative error 0): the run
-warns, and says how many prompts would give numbers that mean something.
+partly cancel (``update_above_1`` counts those tokens); and ``of_block_output``, the mean of
+``||m|| / ||O||``, the paper's own words for its Fig. 2 ("average MLP output norm with respect
+to the layer's block output"). **Low rank**: the second-moment spectrum of ``delta`` per layer
+and its effective rank (see :func:`linalg.spectrum`), and the covariance's (centred), beside the
+covariance of the hidden states ``h`` the adapter reads. **Linearized oracle**: per layer, the
+least-squares map ``h -> delta`` (with intercept; full rank, rank r and the ``ERROR_RANKS``),
+fitted on one half of the prompts (:func:`layers.folds`) and used to steer the other half at
+every layer, and the other way round (held out: the KL scores no token a map was fitted on);
+``held_out_error`` is each layer's relative error of those maps on the other half's tokens, and
+``error_control`` sets the worst layer's error beside the KL each rank reaches (the blog's
+"Error Control": a small enough error at each layer keeps the model close). ``linear_r2`` is
+the in-sample fit on every token. **Theorem 3.1**: ``A_p`` is the best rank-r post-MLP linear
+steer toward the oracle (``GLU(Y) A_p ~ delta``); how well a linear post-block steer of
+``O = Y + GLU(Y)`` can match it (:func:`linalg.expressivity`). With no more tokens than the
+hidden size both are exact by construction (R2 = 1, relative error 0): the run warns, and says
+how many prompts would give numbers that mean something. Each layer's ``halves`` repeat the
+shares, effective ranks and Theorem 3.1's error on each half alone.
 """
 
 from __future__ import annotations
@@ -61,7 +69,7 @@ from steer_cli.oracle.inputs import (
     task_and_data,
 )
 from steer_cli.oracle.kl import KLStats, ft_logprobs, kl_per_token, run_logits
-from steer_cli.oracle.layers import analyse_layers, base_mlp_share
+from steer_cli.oracle.layers import analyse_layers, base_mlp_share, fit_labels, folds
 from steer_cli.oracle.stream import SITES, co_run
 
 __all__ = [
@@ -80,6 +88,7 @@ __all__ = [
 SANITY_TOLERANCE = 1e-5  # nats per token; float32 rounding is orders of magnitude below
 RESULT_FILE = "oracle.json"
 TOKENS_PER_DIMENSION = 4  # what --samples to suggest when the sample is too small to fit
+ERROR_RANKS = (1, 4, 16, 64)  # besides --rank and full rank: the error-control sweep's ranks
 
 Progress = Callable[[str], None]
 
@@ -107,8 +116,13 @@ def run_oracle(
     """Every analysis of the module docstring, as one JSON-ready dict. ``warn`` hears, as they
     are found, what makes numbers trivial (they are also kept under ``warnings``). Each of
     ``runs`` must have been trained on ``base_name`` (``force``: same shapes suffice)."""
-    if samples < 1 or rank < 1 or batch_size < 1:
-        raise SteerError("--samples, --rank and the batch size must be at least 1")
+    if rank < 1 or batch_size < 1:
+        raise SteerError("--rank and the batch size must be at least 1")
+    if samples < 2:
+        raise SteerError(
+            f"--samples {samples}: the oracle needs at least 2 prompts",
+            "its linear maps are fitted on one half of the prompts and scored on the other",
+        )
     check_runs(runs)
     base, ft, params = _load_pair(base_name, ft_spec, progress)
     from steer_cli.fingerprint import check
@@ -118,6 +132,11 @@ def run_oracle(
     task, data = task_and_data(task_name, ft, samples)
     progress(f"{task.name}: the fine-tuned model's greedy continuations of {samples} prompts")
     sample = build_sample(ft, task, data, samples=samples, max_new_tokens=max_new_tokens)
+    if len(sample) < 2:
+        raise SteerError(
+            f"task {task.name} has {len(sample)} test example(s); the oracle needs 2",
+            "raise data.test_size",
+        )
     warnings = []
     hidden = int(base.model.get_input_embeddings().weight.shape[1])
     small = _small_sample_warning(sample, hidden)
@@ -125,7 +144,8 @@ def run_oracle(
         warn(small)
         warnings.append(small)
     progress(f"per-layer analyses on {int(sample.attention_mask.sum())} tokens (streaming)")
-    layers, maps = analyse_layers(base, ft, sample, rank=rank)
+    ranks = tuple(r for r in ERROR_RANKS if r < hidden)
+    layers, maps = analyse_layers(base, ft, sample, rank=rank, ranks=ranks)
     for entry, share in zip(layers, base_mlp_share(base, sample, batch_size), strict=True):
         entry["mlp_share"]["base"] = share
     unchanged = [e["layer"] for e in layers if e["oracle_norm"] == 0]
@@ -137,7 +157,7 @@ def run_oracle(
         warn(message)
         warnings.append(message)
 
-    kl = _steered_kl(base, ft, sample, maps, rank=rank, batch_size=batch_size, progress=progress)
+    kl = _steered_kl(base, ft, sample, maps, batch_size=batch_size, progress=progress)
     del maps
     run_results = [_run_kl(ft, path, sample, batch_size, progress, force) for path in runs]
     worst_sanity = kl["oracle block_output"]["max_token"]
@@ -158,8 +178,10 @@ def run_oracle(
             "kl_mean": {name: kl[name]["mean_all_tokens"] for name in kl if "oracle" in name},
             "kl_max": {name: kl[name]["max_token"] for name in kl if "oracle" in name},
         },
+        "folds": folds(len(sample)),
         "layers": layers,
         "kl": kl,
+        "error_control": _error_control(layers, kl, rank, ranks),
         "runs": run_results,
         "examples": [
             {"prompt": p, "continuation": c}
@@ -204,35 +226,66 @@ def _small_sample_warning(sample: Sample, hidden: int) -> str | None:
     )
 
 
+def _linear_name(label: str) -> str:
+    """``full`` -> ``linear full``, ``rank_8`` -> ``linear rank 8`` (the KL entries' names)."""
+    return "linear " + label.replace("_", " ")
+
+
 def _steered_kl(
     base: Model,
     ft: Model,
     sample: Sample,
     maps: dict,
     *,
-    rank: int,
     batch_size: int,
     progress: Progress,
 ) -> dict[str, dict]:
-    """KL to the fine-tuned model of the base model, each oracle, and the linearized oracles."""
+    """KL to the fine-tuned model of the base model, each oracle, and the linearized oracles
+    (each half of the prompts steered by the maps fitted on the other half)."""
     modes: dict[str, dict] = {
         "base": {},
         **{f"oracle {site}": {"oracle": site, "ft_head": True} for site in SITES},
         "oracle block_output (base head)": {"oracle": "block_output"},
-        "linear full": {"maps": maps["full"]},
-        f"linear rank {rank}": {"maps": maps["rank"]},
     }
-    progress(f"KL to the fine-tuned model: {len(modes)} steered variants")
-    stats = {name: KLStats() for name in modes}
-    for start in range(0, len(sample), batch_size):
-        batch = sample.rows(start, start + batch_size)
+    held_out = {_linear_name(label): fitted for label, fitted in maps.items()}
+    progress(f"KL to the fine-tuned model: {len(modes) + len(held_out)} steered variants")
+    stats = {name: KLStats() for name in [*modes, *held_out]}
+    for half, batch in fold_batches(sample, batch_size):
         ref = ft_logprobs(ft, batch)
-        for name, kwargs in modes.items():
+        runs = [(name, kwargs) for name, kwargs in modes.items()]
+        runs += [(name, {"maps": fitted[1 - half]}) for name, fitted in held_out.items()]
+        for name, kwargs in runs:
             needs_ft = "oracle" in kwargs
             with co_run(base.model, ft.model if needs_ft else None, **kwargs) as forward:
                 logits = forward(batch.input_ids, batch.attention_mask)
             stats[name].add(kl_per_token(ref, logits), batch)
     return {name: s.as_dict() for name, s in stats.items()}
+
+
+def fold_batches(sample: Sample, batch_size: int):
+    """``(half, batch)`` in the sample's order, no batch straddling the two halves."""
+    for half, (start, stop) in enumerate(folds(len(sample))):
+        for first in range(start, stop, batch_size):
+            yield half, sample.rows(first, min(first + batch_size, stop))
+
+
+def _error_control(layers: list[dict], kl: dict, rank: int, ranks: tuple[int, ...]) -> list[dict]:
+    """Per fitted rank: the worst (and mean) layer's held-out relative error, and the KL per
+    generated token of the model those maps steer at every layer. Layers whose oracle is 0
+    have no error to count."""
+    out = []
+    for label, _ in fit_labels(rank, ranks):
+        errors = [e["held_out_error"][label] for e in layers]
+        errors = [e for e in errors if e is not None]
+        out.append(
+            {
+                "maps": label,
+                "max_layer_error": max(errors) if errors else None,
+                "mean_layer_error": sum(errors) / len(errors) if errors else None,
+                "kl": kl[_linear_name(label)]["mean_generated"],
+            }
+        )
+    return out
 
 
 def _run_kl(
@@ -244,8 +297,7 @@ def _run_kl(
     progress(f"KL of run {path}")
     model, _, _ = load_run(path, device="cpu", dtype="float32", force=force)
     stats = KLStats()
-    for start in range(0, len(sample), batch_size):
-        batch = sample.rows(start, start + batch_size)
+    for _, batch in fold_batches(sample, batch_size):  # per_prompt in the linear maps' order
         stats.add(kl_per_token(ft_logprobs(ft, batch), run_logits(model, batch)), batch)
     recipe = read_config(path)
     return {

@@ -18,13 +18,15 @@ def kl_per_token(ref_logprobs: torch.Tensor, logits: torch.Tensor) -> torch.Tens
 
 @dataclass
 class KLStats:
-    """Running KL sums: over every real token (prompt and generated), and per generated index."""
+    """Running KL sums: over every real token (prompt and generated), per generated index, and
+    per prompt (the mean over its generated tokens, in the order the batches come)."""
 
     total: float = 0.0
     tokens: int = 0
     worst: float = 0.0
     by_index: list[float] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
+    per_prompt: list[float] = field(default_factory=list)  # mean over its generated tokens
 
     def add(self, kl: torch.Tensor, batch: Sample) -> None:
         for row, (p, g) in enumerate(
@@ -34,12 +36,14 @@ class KLStats:
             self.total += float(values.sum())
             self.tokens += values.numel()
             self.worst = max(self.worst, float(values.max()) if values.numel() else 0.0)
+            generated = kl[row, p - 1 : p - 1 + g].double()
             for k in range(g):
                 if k == len(self.by_index):
                     self.by_index.append(0.0)
                     self.counts.append(0)
-                self.by_index[k] += float(kl[row, p - 1 + k])
+                self.by_index[k] += float(generated[k])
                 self.counts[k] += 1
+            self.per_prompt.append(float(generated.mean()) if g else 0.0)
 
     def as_dict(self) -> dict:
         generated = sum(self.by_index) / max(1, sum(self.counts))
@@ -49,6 +53,7 @@ class KLStats:
             "mean_generated": generated,
             "curve": [s / c for s, c in zip(self.by_index, self.counts, strict=True)],
             "curve_counts": self.counts,
+            "per_prompt": self.per_prompt,
         }
 
 

@@ -31,6 +31,15 @@ def mlp_share_of_update(
     return mlp[keep] / update[keep]
 
 
+def mlp_share_of_output(mlp_out: torch.Tensor, block_out: torch.Tensor) -> torch.Tensor:
+    """Per token, ``||m|| / ||O||``: the MLP write against the block's output ``O`` (the
+    residual stream after the block). The paper's own words for its Fig. 2: "average MLP output
+    norm with respect to the layer's block output". Tokens whose block output is 0 are dropped."""
+    out = block_out.double().norm(dim=-1)
+    keep = out > 0
+    return mlp_out.double().norm(dim=-1)[keep] / out[keep]
+
+
 def mlp_share_of_writes(mlp_out: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
     """Per token, ``||m|| / (||a|| + ||m||)``: the MLP's part of the magnitude the two branches
     write, in [0, 1] (the paper's Fig. 2 reading: "MLP outputs account for only 40-70% of total
@@ -43,7 +52,8 @@ def mlp_share_of_writes(mlp_out: torch.Tensor, attn_out: torch.Tensor) -> torch.
 
 @dataclass
 class Spectrum:
-    """The eigenvalues of a set of vectors' second moment, largest first, and its ranks."""
+    """The eigenvalues of a set of vectors' second moment (or covariance), largest first, and
+    its ranks."""
 
     eigenvalues: torch.Tensor
     effective_rank: float
@@ -63,14 +73,18 @@ class Spectrum:
         }
 
 
-def spectrum(vectors: torch.Tensor) -> Spectrum:
-    """The spectrum of ``E[v v^T]`` over the rows of ``vectors``.
+def spectrum(vectors: torch.Tensor, *, centred: bool = False) -> Spectrum:
+    """The spectrum of ``E[v v^T]`` over the rows of ``vectors``, or of their covariance
+    ``E[(v - mean)(v - mean)^T]`` with ``centred``.
 
-    The uncentered second moment rather than the covariance: a steering adapter's output space
-    (``W_up``'s columns) must hold the oracle's mean shift too, so the mean is one more direction
-    to count, not something to subtract.
+    The uncentered second moment counts the mean as one more direction: a steering adapter's
+    output space (``W_up``'s columns) must hold the oracle's mean shift too (the bias of a
+    ``lowrank`` adapter holds it without rank). The covariance is what the blog's "their
+    covariance had a concentrated spectrum" names.
     """
     v = vectors.double()
+    if centred:
+        v = v - v.mean(0)
     eig = torch.linalg.eigvalsh(v.T @ v / max(1, v.shape[0])).flip(0).clamp(min=0)
     total = eig.sum()
     if total <= 0:
@@ -101,6 +115,13 @@ class LinearMap:
         w = self.weight.to(h.dtype)
         return (h - self.mean_in.to(h.dtype)) @ w + self.mean_out.to(h.dtype)
 
+    def residual(self, h: torch.Tensor, delta: torch.Tensor) -> tuple[float, float]:
+        """``(sum ||delta - map(h)||^2, sum ||delta||^2)`` over the rows: pooled over sets of
+        tokens (folds), their ratio's root is the relative error of the map on them."""
+        h64, d64 = h.double(), delta.double()
+        miss = d64 - ((h64 - self.mean_in.double()) @ self.weight.double() + self.mean_out.double())
+        return float(miss.pow(2).sum()), float(d64.pow(2).sum())
+
 
 def fit_linear(
     x: torch.Tensor, y: torch.Tensor, *, ranks: tuple[int | None, ...] = (None,), bias: bool = True
@@ -126,11 +147,13 @@ def fit_linear(
     variance = float((y64 - y64.mean(0)).pow(2).sum())
     y_energy = float(yc.pow(2).sum())
     maps = []
+    fitted = None  # the eigenvectors of fitted^T fitted, shared by every rank
     for rank in ranks:
         weight = full
         if rank is not None and rank < min(full.shape):
-            _, vecs = torch.linalg.eigh(full.T @ gram @ full)  # = fitted^T fitted
-            top = vecs[:, -rank:]
+            if fitted is None:
+                _, fitted = torch.linalg.eigh(full.T @ gram @ full)  # = fitted^T fitted
+            top = fitted[:, -rank:]
             weight = full @ top @ top.T
         # ||Y - XW||^2 = ||Y||^2 - 2 tr(W^T X^T Y) + tr(W^T X^T X W)
         explained = 2 * float((weight * cross).sum()) - float((weight * (gram @ weight)).sum())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-PLOTS = ("sanity", "mlp_share", "low_rank", "kl_curve", "expressivity")
+PLOTS = ("sanity", "mlp_share", "low_rank", "kl_curve", "expressivity", "error_control")
 JOINT_PLOT = "joint_alignment"
 
 
@@ -27,17 +27,28 @@ def write_plots(result: dict, out: Path) -> list[str]:
         "low_rank": _low_rank,
         "kl_curve": _kl_curve,
         "expressivity": _expressivity,
+        "error_control": _error_control,
     }
     if any(run.get("diagnostics") for run in result["runs"]):
         drawers[JOINT_PLOT] = _joint
     written = []
     for name, draw in drawers.items():
-        fig = draw(plt, result)
-        fig.tight_layout()
-        fig.savefig(out / f"{name}.png", dpi=110)
-        plt.close(fig)
+        _save(plt, draw(plt, result), out / f"{name}.png")
         written.append(f"{name}.png")
     return written
+
+
+def write_joint_plot(runs: list[dict], path: Path) -> None:
+    """The joint runs' alignment plot alone, as the oracle draws it beside its others (each of
+    ``runs``: ``method`` and the run's ``diagnostics``)."""
+    plt = _pyplot()
+    _save(plt, _joint(plt, {"runs": runs}), path)
+
+
+def _save(plt, fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _layers(result: dict) -> list[int]:
@@ -58,26 +69,31 @@ def _sanity(plt, result: dict):
     return fig
 
 
+_SHARES = (  # key, axis label, title
+    ("of_block_output", "||m|| / ||O||", "MLP write over the block output (Fig. 2's words)"),
+    ("of_writes", "||m|| / (||a|| + ||m||)", "MLP share of the block's two writes"),
+    ("of_update", "||m|| / ||O - I||", "MLP write over the whole update (> 1: writes cancel)"),
+)
+
+
 def _mlp_share(plt, result: dict):
-    """Both MLP shares, each in its own panel: the paper's band only beside the one it
-    compares with (``||m|| / (||a|| + ||m||)``, in [0, 1])."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    """The three MLP shares, each in its own panel: the paper's band only beside the one its
+    own words define (``||m|| / ||O||``, "average MLP output norm with respect to the layer's
+    block output")."""
+    fig, axes = plt.subplots(1, len(_SHARES), figsize=(15, 3.8))
     layers = _layers(result)
     shares = [e["mlp_share"] for e in result["layers"]]
-    left.axhspan(0.4, 0.7, color="0.9", label="paper: 40-70%")
-    for who, marker, label in (("base", "o-", "base"), ("ft", "s-", "fine-tuned")):
-        left.plot(layers, [s[who]["of_writes"] for s in shares], marker, label=label)
-        right.plot(layers, [s[who]["of_update"] for s in shares], marker, label=label)
-    left.set_ylim(0, 1)
-    left.set_xlabel("layer")
-    left.set_ylabel("||m|| / (||a|| + ||m||)")
-    left.set_title("MLP share of the block's writes (Fig. 2)")
-    left.legend()
-    right.axhline(1, color="k", lw=0.5)
-    right.set_xlabel("layer")
-    right.set_ylabel("||m|| / ||O - I||")
-    right.set_title("MLP write over the whole update (> 1: writes cancel)")
-    right.legend()
+    axes[0].axhspan(0.4, 0.7, color="0.9", label="paper: 40-70%")
+    for ax, (key, label, title) in zip(axes, _SHARES, strict=True):
+        for who, marker, name in (("base", "o-", "base"), ("ft", "s-", "fine-tuned")):
+            ax.plot(layers, [s[who][key] for s in shares], marker, label=name)
+        ax.set_xlabel("layer")
+        ax.set_ylabel(label)
+        ax.set_title(title, fontsize=9)
+        ax.legend()
+    axes[0].set_ylim(0, 1)
+    axes[1].set_ylim(0, 1)
+    axes[2].axhline(1, color="k", lw=0.5)
     return fig
 
 
@@ -88,9 +104,17 @@ def _low_rank(plt, result: dict):
     left.plot(layers, [s["effective_rank"] for s in spectra], "o-", label="effective (entropy)")
     left.plot(layers, [s["rank_90"] for s in spectra], "s--", label="90% energy")
     left.plot(layers, [s["rank_99"] for s in spectra], "^--", label="99% energy")
+    covariance = [e["covariance"] for e in result["layers"]]
+    left.plot(layers, [c["delta"]["effective_rank"] for c in covariance], "D-", label="covariance")
+    left.plot(
+        layers,
+        [c["hidden"]["effective_rank"] for c in covariance],
+        "v:",
+        label="hidden states' covariance",
+    )
     left.set_xlabel("layer")
     left.set_ylabel("rank")
-    left.set_title("Rank of the oracle vectors")
+    left.set_title("Rank of the oracle vectors (second moment unless noted)")
     left.legend()
     changed = [e for e in result["layers"] if any(e["spectrum"]["top_energy_fractions"])]
     for e in changed[:: max(1, len(changed) // 6)]:  # an oracle of 0 has no spectrum to draw
@@ -138,6 +162,21 @@ def _expressivity(plt, result: dict):
     if result["tokens"] <= result["hidden_size"]:
         title += "\n(trivially 0: no more tokens than the hidden size)"
     ax.set_title(title)
+    return fig
+
+
+def _error_control(plt, result: dict):
+    """Each fitted map's worst held-out layer error against the KL it reaches (the blog's
+    'Error Control')."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    points = [p for p in result["error_control"] if p["max_layer_error"] is not None]
+    ax.plot([p["max_layer_error"] for p in points], [p["kl"] for p in points], "o-")
+    for p in points:
+        ax.annotate(p["maps"].replace("_", " "), (p["max_layer_error"], p["kl"]), fontsize=7)
+    ax.set_yscale("log")
+    ax.set_xlabel("worst layer's relative error ||delta - delta'|| / ||delta|| (held out)")
+    ax.set_ylabel("KL(FT || steered base) per generated token")
+    ax.set_title("Linear maps h -> delta_h: per-layer error vs final KL")
     return fig
 
 

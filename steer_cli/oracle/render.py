@@ -52,43 +52,52 @@ def layers_table(result: dict) -> Table:
     table = Table(
         title="per layer",
         caption=(
-            "MLP m/(a+m): ||m|| / (||a|| + ||m||), MLP and attention writes (the paper's Fig. 2 "
-            "reading: 40-70%) · m/|O-I|: ||m|| / ||O - I||, above 100% where the writes cancel "
-            "· ranks of the oracle vectors: entropy-effective, 90% / 99% energy · R2: linearized "
-            f"oracle h -> delta h · Thm 3.1: a linear post-block steer matching the best "
-            f"rank-{rank} post-MLP one · -: the oracle is 0 there"
+            "MLP m/|O|: ||m|| / ||O||, the MLP write over the block output (the paper's words "
+            "for its Fig. 2: 40-70%) · m/(a+m): ||m|| / (||a|| + ||m||), MLP and attention "
+            "writes · m/|O-I|: ||m|| / ||O - I||, above 100% where the writes cancel · ranks of "
+            "the oracle vectors: entropy-effective (second moment; covariance, and the hidden "
+            "states' covariance), 90% / 99% energy · R2: linearized oracle h -> delta h, "
+            f"in-sample · held-out err: rank-{rank} map fitted on the other half of the prompts "
+            f"· Thm 3.1: a linear post-block steer matching the best rank-{rank} post-MLP one "
+            "· -: the oracle is 0 there"
         ),
     )
     for column in (
         "layer",
+        "m/|O| FT",
         "m/(a+m) base",
         "m/(a+m) FT",
         "m/|O-I| base",
         "m/|O-I| FT",
         "|dh|/|h|",
         "eff. rank",
+        "cov. dh / h",
         "r90",
         "r99",
         "R2 full",
         f"R2 r={rank}",
+        "held-out err",
         "Thm 3.1 rel. err",
         "max angle",
     ):
         table.add_column(column, justify="right")
     for e in result["layers"]:
-        s = e["spectrum"]
+        s, cov = e["spectrum"], e["covariance"]
         table.add_row(
             str(e["layer"]),
+            f"{e['mlp_share']['ft']['of_block_output']:.0%}",
             f"{e['mlp_share']['base']['of_writes']:.0%}",
             f"{e['mlp_share']['ft']['of_writes']:.0%}",
             f"{e['mlp_share']['base']['of_update']:.0%}",
             f"{e['mlp_share']['ft']['of_update']:.0%}",
             _num(e["oracle_relative_norm"], ".3f"),
             f"{s['effective_rank']:.1f}",
+            f"{cov['delta']['effective_rank']:.1f} / {cov['hidden']['effective_rank']:.1f}",
             str(s["rank_90"]),
             str(s["rank_99"]),
             _num(e["linear_r2"]["full"], ".3f"),
             _num(e["linear_r2"][f"rank_{rank}"], ".3f"),
+            _num(e["held_out_error"][f"rank_{rank}"], ".3f"),
             _num(e["expressivity"]["relative_error"], ".3f"),
             f"{e['expressivity']['max_angle_deg']:.1f}°",
         )
