@@ -59,8 +59,10 @@ def _check_method(value: object) -> str | None:
 
 
 class AdapterSection(Strict):
-    site: Literal[SITES] = "block_output"
-    parameterization: Literal[PARAMETERIZATIONS] = "lowrank"
+    site: Literal[SITES] = Field("block_output", description="where the edit is applied")
+    parameterization: Literal[PARAMETERIZATIONS] = Field(
+        "lowrank", description="the form of delta(h)"
+    )
     rank: Annotated[int | Literal["auto"], PlainValidator(_check_rank)] = Field(
         8, description="an integer, or auto: the rank closest to adapter.budget or .match"
     )
@@ -70,10 +72,18 @@ class AdapterSection(Strict):
     match: Annotated[str | None, PlainValidator(_check_method)] = Field(
         None, description="with rank auto: match this method's parameter count, e.g. lora"
     )
-    activation: Literal[ACTIVATIONS] = "none"
-    bias: bool = False
-    layers: str | list[int] = "all"
-    positions: Annotated[str, AfterValidator(check_positions)] = "all"
+    activation: Literal[ACTIVATIONS] = Field(
+        "none", description="lowrank's phi between W_down and W_up (none: linear)"
+    )
+    bias: bool = Field(False, description="lowrank: add a learned bias b")
+    layers: str | list[int] = Field(
+        "all", description="all, a list of indices, 0-11 (inclusive) or 4: (a slice)"
+    )
+    positions: Annotated[str, AfterValidator(check_positions)] = Field(
+        "all",
+        description="tokens steered: all, prompt, generated, last_prompt, f<k>+l<k> (first and "
+        "last k prompt tokens)",
+    )
     lofit_heads: Annotated[float, Field(gt=0)] | Literal["all"] = Field(
         0.1,
         description="heads LoFiT keeps, all layers together: a fraction if < 1, else a count; "

@@ -47,7 +47,7 @@ class LocalTaskSection(Strict):
     target: str | None = Field(None, description="str.format template, e.g. 'Answer: {label}'")
     answer: str | None = Field(None, description="gold answer template (default: the target)")
     parser: str = Field("exact", description="exact | number | letter | regex:<pattern>")
-    max_new_tokens: int = Field(64, ge=1)
+    max_new_tokens: int = Field(64, ge=1, description="generation budget at evaluation")
 
     @field_validator("prompt", "target", "answer")
     @classmethod
@@ -81,11 +81,15 @@ class DataSection(Strict):
     splits: dict[str, str | None] | None = Field(
         None, description="override the task's plan: {validation: 'train[:10%]', ...}"
     )
-    train_size: int | None = Field(1000, ge=1, description="examples (generated or at most)")
-    validation_size: int | None = Field(100, ge=0)
-    test_size: int | None = Field(200, ge=1)
-    seed: int = 42
-    chat_template: bool | Literal["auto"] = "auto"
+    train_size: int | None = Field(
+        1000, ge=1, description="examples, generated or at most (null: all)"
+    )
+    validation_size: int | None = Field(100, ge=0, description="examples at most (null: all)")
+    test_size: int | None = Field(200, ge=1, description="examples at most (null: all)")
+    seed: int = Field(42, description="the seeded subsets and ListOps' generator")
+    chat_template: bool | Literal["auto"] = Field(
+        "auto", description="wrap prompts in the chat template; auto: when the tokenizer has one"
+    )
     max_length: int | None = Field(
         None, ge=8, description="tokens; prompts are cut, answers never [default: the task's]"
     )

@@ -30,8 +30,10 @@ __all__ = [
 
 class ModelSection(Strict):
     name: str = Field("smollm2-135m", description="hub id, local dir, smollm2-135m or tiny-*")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on a GPU, float32 on a CPU"
+    )
+    device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:N")
     trust_remote_code: bool = Field(
         False, description="let a hub model run its own modelling code (off: never)"
     )
@@ -46,7 +48,7 @@ class LoraSection(Strict):
 
     rank: int = Field(8, ge=1, description="LoRA r")
     alpha: float = Field(8.0, gt=0, description="scale alpha / r (peft's default alpha is 8)")
-    dropout: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout")
     target_modules: list[str] = Field(
         default_factory=lambda: list(LORA_TARGETS), min_length=1, description="module names"
     )
@@ -84,17 +86,21 @@ class OrthSection(Strict):
 
 
 class TrainSection(Strict):
-    lr: float = Field(2e-3, gt=0)
-    epochs: float = Field(1.0, gt=0)
+    lr: float = Field(2e-3, gt=0, description="learning rate [default: the method's]")
+    epochs: float = Field(1.0, gt=0, description="passes over train [default: the task's]")
     max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
     batch_size: int = Field(8, ge=1, description="effective batch (examples per optimizer step)")
     micro_batch_size: int | None = Field(None, ge=1, description="per forward; accumulates")
-    seed: int = 42
-    weight_decay: float = Field(0.0, ge=0)
-    scheduler: Literal["constant", "cosine", "linear"] = "constant"
-    warmup_ratio: float = Field(0.0, ge=0, le=1)
-    max_grad_norm: float | None = Field(None, gt=0)
-    log_every: int = Field(10, ge=1)
+    seed: int = Field(42, description="initialisation, batch order, dropout (data.seed: the data)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW's [default: the method's]")
+    scheduler: Literal["constant", "cosine", "linear"] = Field(
+        "constant", description="learning-rate schedule [default: the method's]"
+    )
+    warmup_ratio: float = Field(
+        0.0, ge=0, le=1, description="share of the steps warming up [default: the method's]"
+    )
+    max_grad_norm: float | None = Field(None, gt=0, description="clip gradients (null: never)")
+    log_every: int = Field(10, ge=1, description="progress line every N optimizer steps")
 
     @model_validator(mode="after")
     def _micro_within_batch(self) -> TrainSection:
@@ -140,7 +146,7 @@ class TrainSection(Strict):
 
 
 class EvalSection(Strict):
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, description="prompts generated together")
     max_new_tokens: int | None = Field(None, ge=1, description="default: the task's")
     before: bool = Field(True, description="also evaluate the base model before training")
     joint_mode: Literal["both", "lora", "adapter"] = Field(
@@ -149,8 +155,8 @@ class EvalSection(Strict):
 
 
 class Recipe(Strict):
-    name: str | None = None
-    method: str = "postblock"
+    name: str | None = Field(None, description="the run's name [default: the file's stem]")
+    method: str = Field("postblock", description="a preset (see `steer methods`)")
     model: ModelSection = ModelSection()
     adapter: AdapterSection = AdapterSection()
     lora: LoraSection = LoraSection()
