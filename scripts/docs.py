@@ -125,7 +125,7 @@ def describe(field) -> str:
     return shown + (" or null" if optional else "")
 
 
-def recipe_keys() -> list[tuple[str, str, object]]:
+def recipe_keys() -> list[tuple[str, type, object]]:
     """Every leaf key of the recipe, dotted, with the section model that holds it and its field."""
     from pydantic import BaseModel
 
@@ -146,11 +146,11 @@ def recipe_keys() -> list[tuple[str, str, object]]:
 
 
 def recipe_page() -> str:
-    from steer_cli.recipe import Recipe
-
     sections: dict[str, list[list[str]]] = {}
-    for key, _, field in recipe_keys():
+    models: dict[str, type] = {}
+    for key, model, field in recipe_keys():
         section = key.rsplit(".", 1)[0] if "." in key else "top level"
+        models[section] = model
         kind = describe(field)
         default = field.default_factory() if field.default_factory else field.default
         sections.setdefault(section, []).append(
@@ -168,22 +168,12 @@ def recipe_page() -> str:
         "every key as it was resolved. See [Recipes](../recipes.md) for how to write one.",
     ]
     for section, rows in sections.items():
-        model = _section_model(Recipe, section)
         out += ["", f"## {section}", ""]
-        doc = inspect.getdoc(model) if model is not None and model.__doc__ else None
+        doc = inspect.cleandoc(models[section].__doc__ or "")  # its own, not BaseModel's
         if doc:
             out += [text(rst(" ".join(doc.split("\n\n")[0].split()))), ""]
         out.append(table(["key", "type", "default", "what it does"], rows))
     return "\n".join(out) + "\n"
-
-
-def _section_model(recipe, dotted: str):
-    model = recipe
-    if dotted == "top level":
-        return None
-    for part in dotted.split("."):
-        model = model.model_fields[part].annotation
-    return model
 
 
 # -- methods -----------------------------------------------------------------------------------
