@@ -2,6 +2,7 @@
 #   make quickstart   install everything into .venv, then train recipes/quickstart.yaml
 #   make test         install everything into .venv, then run the test suite
 # Maintenance: make lock (refresh constraints.txt), make figures (README's measured figures),
+# make docs (regenerate docs/reference/ from the code, then build the site into site/),
 # make test-compat (the engine's contract tests on the newest and the oldest supported stacks),
 # make bench (speed and memory ratios, bench/run.py), make claims (docs/claims.md: the paper's
 # claims with seeds, about 95 minutes on 2 CPU cores; it resumes).
@@ -10,7 +11,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q
 LOCK := -c constraints.txt
 
-.PHONY: install quickstart test check-paper lint lock figures test-compat bench claims
+.PHONY: install quickstart test check-paper lint lock figures test-compat bench claims docs
 
 # Every install is pinned by constraints.txt, so a fresh clone gets the stack CI tested on any
 # day. torch comes first: any other torch request would pull gigabytes of CUDA wheels.
@@ -47,11 +48,17 @@ lock:
 figures: install
 	$(PY) scripts/figures.py --write
 
+# The documentation site (mkdocs.yml): the pages generated from the code (scripts/docs.py), then
+# a strict build, which fails on a broken link. tests/test_docs.py checks both in `make test`.
+docs: install
+	$(PY) scripts/docs.py --write
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 test-compat:
 	bash scripts/compat.sh
 
 # Speed and memory as ratios (bench/run.py): bench/results.json, a table with the targets, and
-# the README's performance block from the committed results (bench/report.py). On a GPU:
+# docs/performance.md's block from the committed results (bench/report.py). On a GPU:
 # bash bench/device.sh OUT (CUDA tests, then the GPU benchmark), then copy OUT/results-gpu*.json.
 bench: install
 	$(PY) bench/run.py

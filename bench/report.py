@@ -1,7 +1,8 @@
-"""The README's performance figures, generated from the committed benchmark results.
+"""The performance page's figures (docs/performance.md), generated from the committed benchmark
+results.
 
-    python bench/report.py --write        # README block <!-- figures:bench --> from bench/*.json
-    python bench/report.py --check        # exit 1 if the README's block is not what they give
+    python bench/report.py --write        # its <!-- figures:bench --> block from bench/*.json
+    python bench/report.py --check        # exit 1 if the page's block is not what they give
     python bench/report.py --summary DIR  # a device run's folder: tests and ratios in short
 
 The block is rendered from ``bench/results.json`` (``make bench``: the CPU),
@@ -22,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.run import render  # noqa: E402
 
-README = ROOT / "README.md"
+PAGE = ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- figures:bench -->", "<!-- /figures:bench -->"
 RESULTS = {  # file -> what produced it
     "results.json": "CPU: `make bench`",
@@ -61,7 +62,7 @@ def block(folder: Path = ROOT / "bench") -> str:
     return "\n\n".join([BEGIN, *parts, END])
 
 
-def _readme_with(text: str, new: str) -> str:
+def _page_with(text: str, new: str) -> str:
     start, end = text.index(BEGIN), text.index(END) + len(END)
     return text[:start] + new + text[end:]
 
@@ -96,17 +97,19 @@ def main() -> None:
     if args.summary:
         print(summary(args.summary))
         return
-    text = README.read_text()
-    new = _readme_with(text, block())
+    text = PAGE.read_text()
+    new = _page_with(text, block())
     if args.check:
         if new != text:
-            sys.exit("README's performance block is stale: run python bench/report.py --write")
+            sys.exit(
+                f"{PAGE.relative_to(ROOT)}'s block is stale: run python bench/report.py --write"
+            )
         return
     if new != text:
         from steer_cli.atomic import write_text
 
-        write_text(README, new)
-    print(f"README performance block: {'rewritten' if new != text else 'unchanged'}")
+        write_text(PAGE, new)
+    print(f"{PAGE.relative_to(ROOT)} block: {'rewritten' if new != text else 'unchanged'}")
 
 
 if __name__ == "__main__":

@@ -161,10 +161,13 @@ def test_the_floor_builds_no_graph_below_its_layer():
     assert output.grad_fn is None and not output.requires_grad
 
 
-def test_readme_performance_block_is_the_committed_results():
-    readme = (ROOT / "README.md").read_text()
-    assert readme.count(BEGIN) == 1 and readme.count(END) == 1
-    assert block() in readme, "stale: run python bench/report.py --write"
+def test_performance_page_block_is_the_committed_results():
+    page = (ROOT / "docs" / "performance.md").read_text()
+    assert page.count(BEGIN) == 1 and page.count(END) == 1
+    assert block() in page, "stale: run python bench/report.py --write"
     for name in ("results.json", "results-gpu.json", "results-gpu-8b.json"):
         measured = json.loads((ROOT / "bench" / name).read_text())
-        assert measured["machine"]["date"] in readme
+        assert measured["machine"]["date"] in page
+    check = [sys.executable, "bench/report.py", "--check"]  # what a user runs
+    done = subprocess.run(check, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
