@@ -399,3 +399,29 @@ def test_intervals_cover_the_true_mean_of_simulated_runs():
         got = interval(runs)
         hits += got.low <= truth <= got.high
     assert hits >= 54
+
+
+def test_the_plots_error_bars_are_the_tables_intervals(tmp_path, monkeypatch):
+    """`--plot`'s bars reach from each cell's interval low to its high (asymmetric), not ± std."""
+    import matplotlib.axes
+
+    rng = np.random.default_rng(3)
+    for seed, p in enumerate((0.3, 0.5, 0.9), start=1):
+        predicted(tmp_path, f"pb-{seed}", "postblock", seed, rng.random(50) < p)
+    got = cell(compare_json(str(tmp_path)), "postblock")
+    drawn = []
+    original = matplotlib.axes.Axes.bar
+
+    def bar(self, *args, **kwargs):
+        drawn.append(kwargs["yerr"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "bar", bar)
+    out = tmp_path / "plot.png"
+    result = runner.invoke(app, ["compare", str(tmp_path), "--plot", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.is_file()
+    [[[below], [above]]] = drawn
+    assert below == pytest.approx(got["mean"] - got["interval"]["low"])
+    assert above == pytest.approx(got["interval"]["high"] - got["mean"])
+    assert below != pytest.approx(got["std"])

@@ -265,6 +265,22 @@ def _num(value: float | None) -> str:
     )
 
 
+def error_bars(row: Row, columns: list[str]) -> list[list[float]]:
+    """Below and above each bar: the cell's 95% interval over seeds and items where its runs
+    give one (the table's), else ± its std (the paper's rows), else nothing."""
+    below, above = [], []
+    for task in columns:
+        cell = row.cells.get(task)
+        if cell is not None and cell.interval is not None:
+            below.append(cell.mean - cell.interval.low)
+            above.append(cell.interval.high - cell.mean)
+        else:
+            spread = (cell.std or 0.0) if cell is not None else 0.0
+            below.append(spread)
+            above.append(spread)
+    return [below, above]
+
+
 def plot(comparison: Comparison, path: Path) -> None:
     """Grouped bars: one panel per model, tasks on the x axis, one bar per method."""
     import matplotlib
@@ -287,19 +303,18 @@ def plot(comparison: Comparison, path: Path) -> None:
         for i, row in enumerate(model_rows):
             xs = [j + i * width for j in range(len(columns))]
             means = [row.cells[t].mean if t in row.cells else 0.0 for t in columns]
-            errs = [(row.cells[t].std or 0.0) if t in row.cells else 0.0 for t in columns]
             ax.bar(
                 xs,
                 means,
                 width,
-                yerr=errs,
+                yerr=error_bars(row, columns),
                 label=_method_text(row),
                 hatch="//" if row.source == "paper" else None,
                 alpha=0.6 if row.source == "paper" else 1.0,
             )
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(columns))])
         ax.set_xticklabels([TASK_TITLES.get(t, t) for t in columns])
-        ax.set_ylabel("score (%)")
+        ax.set_ylabel("score (%); bars: 95% interval, or ± std")
         ax.set_title(model)
         ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
