@@ -107,7 +107,7 @@ def micro_batch_shapes(model, rows: list[dict], batches, micro: int) -> set[tupl
     right-padded to the longest row, logits kept from the shortest prompt's last token (all
     positions for a model without ``logits_to_keep``), padding where a row is shorter."""
     from steer_cli.data.encode import IGNORE_INDEX
-    from steer_cli.loop import _keep_logits
+    from steer_cli.losses import _keep_logits
 
     keeps = bool(_keep_logits(model, 1))
     lengths = [len(r["input_ids"]) for r in rows]

@@ -7,11 +7,10 @@ it on the device and carries it across processes.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -30,10 +29,13 @@ from steer_cli.loop_plan import (
     with_stages,
 )
 from steer_cli.loop_records import Counts, LoopSummary, NonFinite, StepStats
+from steer_cli.loop_rng import seeded, step_generator
+from steer_cli.losses import supervised_loss
 from steer_cli.recipe import TrainSection
 
 # What other modules import from here: the plan of a training lives in :mod:`steer_cli.loop_plan`,
-# what it reports in :mod:`steer_cli.loop_records`.
+# what it reports in :mod:`steer_cli.loop_records`, its random draws in :mod:`steer_cli.loop_rng`,
+# its loss in :mod:`steer_cli.losses`.
 __all__ = [
     "LoopSummary",
     "NonFinite",
@@ -44,6 +46,7 @@ __all__ = [
     "planned_steps",
     "seeded",
     "stage_configs",
+    "step_generator",
     "supervised_loss",
     "train_loop",
     "with_stages",
@@ -61,61 +64,6 @@ class _Trainable(nn.Module):
 
     def forward(self, **batch):
         return self.model(**batch)
-
-
-def _keep_logits(model: nn.Module, n: int) -> dict:
-    """``logits_to_keep=n`` for models whose forward takes it (transformers' causal LMs do)."""
-    base = getattr(model, "get_base_model", lambda: model)()
-    return {"logits_to_keep": n} if _takes_logits_to_keep(type(base)) else {}
-
-
-@functools.cache
-def _takes_logits_to_keep(model_class: type) -> bool:
-    """Asked once per class, not on every micro-batch."""
-    import inspect
-
-    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
-
-
-def supervised_loss(
-    forward: Callable, model: nn.Module, inputs: dict, labels: torch.Tensor, prompt_lengths
-) -> torch.Tensor:
-    """The summed next-token cross-entropy over the supervised tokens of a right-padded batch.
-
-    Only positions that predict a supervised token need the vocabulary head: logits start at the
-    shortest prompt's last token (a large saving for short answers). ``forward`` is the call
-    (the model, or its DDP wrapper); ``model`` is asked whether it takes ``logits_to_keep``.
-    """
-    first = max(0, int(prompt_lengths.min()) - 1)
-    width = labels.shape[1]
-    logits = forward(**inputs, **_keep_logits(model, width - first)).logits
-    first = width - logits.shape[1]  # the model may have ignored logits_to_keep
-    return nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(),
-        labels[:, first + 1 :].flatten(),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
-
-
-@contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Every draw from torch's global RNG inside (peft's LoRA dropout, a model's own dropout)
-    follows ``seed``, and the caller's RNG state is restored afterwards: the same recipe gives
-    the same bytes whatever ran before it in the process (sweep trials in any order)."""
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
-def step_generator(seed: int, step: int) -> torch.Generator:
-    """A CPU generator for optimizer step ``step`` of a run seeded ``seed``: the same in every
-    process, and apart from torch's global RNG (seeded ``seed + rank``). The pair is hashed to
-    32 bits (numpy's SeedSequence): a CPU generator reads only the low 32 bits of its seed."""
-    from numpy.random import SeedSequence
-
-    return torch.Generator().manual_seed(int(SeedSequence([seed, step]).generate_state(1)[0]))
 
 
 @dataclass
