@@ -33,6 +33,7 @@ from steer_cli.engine.names import (
 )
 from steer_cli.errors import SteerError
 from steer_cli.methods import METHODS
+from steer_cli.recipe.objectives import OBJECTIVES, DpoSection, PreferenceDataSection
 
 
 class _Section(BaseModel):
@@ -292,6 +293,7 @@ class DataSection(_Section):
     )
     listops: ListOpsSection = ListOpsSection()
     local: LocalTaskSection = LocalTaskSection()
+    preferences: PreferenceDataSection = PreferenceDataSection()
 
     @model_validator(mode="after")
     def _task_defaults(self) -> DataSection:
@@ -326,6 +328,9 @@ class DataSection(_Section):
 
 
 class TrainSection(_Section):
+    objective: Literal[OBJECTIVES] = Field(
+        "sft", description="sft: the answers' cross-entropy; dpo: preference pairs (see dpo)"
+    )
     lr: float = Field(2e-3, gt=0)
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
@@ -399,6 +404,7 @@ class Recipe(_Section):
     orth: OrthSection = OrthSection()
     data: DataSection = DataSection()
     train: TrainSection = TrainSection()
+    dpo: DpoSection = DpoSection()
     eval: EvalSection = EvalSection()
 
     def resolved(self) -> dict:
