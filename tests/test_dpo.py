@@ -408,14 +408,21 @@ def test_a_pair_missing_a_field_is_a_short_error_naming_it(tmp_path, pairs_dir):
 
 
 def test_dry_run_plans_pairs_as_two_sequences(tmp_path, pairs_dir):
+    """A micro-batch of one pair is one forward of its two sequences, padded to the longer: a
+    pair's "yes" and "no" differ by a token, so one pad token per pair."""
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(_raw(pairs_dir)))
-    args = ["train", str(recipe), "--dry-run", "--json"]
+    args = ["train", str(recipe), "--dry-run", "--json", "train.micro_batch_size=1"]
     dpo = json.loads(runner.invoke(app, args).stdout)
     sft = json.loads(
         runner.invoke(app, [*args, "train.objective=sft", "data.preferences.path=null"]).stdout
     )
     assert dpo["objective"] == "dpo" and dpo["examples"]["train"] == 16 and dpo["steps"] == 4
+    _, tokenizer = load_model("tiny-llama")
+    pairs = [format_preference(p) for p in _pairs(16)]
+    rows, _ = encode_preferences(tokenizer, pairs, chat=True, max_length=512)  # its template
+    longer = [max(len(r["chosen"]["input_ids"]), len(r["rejected"]["input_ids"])) for r in rows]
+    assert dpo["padding_fraction"] == pytest.approx(len(rows) / (2 * sum(longer)))
     assert dpo["memory"]["activations"] > 0
     assert sft["objective"] == "sft"
 
