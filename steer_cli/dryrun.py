@@ -27,10 +27,10 @@ from steer_cli.recipe import Recipe
 def plan(recipe: Recipe) -> dict:
     """The dry run's figures, JSON-ready."""
     from steer_cli.data.batching import MEGA_BATCHES, batch_stream, padding_fraction
-    from steer_cli.data.preferences import pair_length
     from steer_cli.engine.training_hooks import lofit_stages
     from steer_cli.loop import plan_steps, with_stages
     from steer_cli.models import resolve_device, resolve_dtype
+    from steer_cli.objectives import DirectPreference, Supervised
     from steer_cli.parts import adapter_spec, count_parameters, kind_of
     from steer_cli.prepare import prepare
 
@@ -42,8 +42,8 @@ def plan(recipe: Recipe) -> dict:
     configs = with_stages(recipe.train, stages)
     rows = prepared.train_rows
     objective = recipe.train.objective
-    length = pair_length if objective == "dpo" else (lambda r: len(r["input_ids"]))
-    lengths = [length(r) for r in rows]
+    batches_of = DirectPreference(recipe.dpo.beta) if objective == "dpo" else Supervised()
+    lengths = batches_of.lengths(rows)  # what the loop groups batches by
     steps = [plan_steps(len(rows), c) for c in configs]
     order = batch_stream(
         lengths, recipe.train.batch_size, seed=recipe.train.seed, mega_batches=MEGA_BATCHES

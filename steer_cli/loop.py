@@ -30,7 +30,7 @@ from steer_cli.loop_plan import (
 from steer_cli.loop_records import Counts, LoopSummary, NonFinite, StepStats
 from steer_cli.loop_rng import seeded, step_generator
 from steer_cli.losses import supervised_loss
-from steer_cli.objectives import Supervised
+from steer_cli.objectives import DirectPreference, Supervised
 from steer_cli.recipe import TrainSection
 
 # What other modules import from here: the plan of a training lives in :mod:`steer_cli.loop_plan`,
@@ -82,7 +82,7 @@ class _Loop:
     parts: Parts | None = None
     on_step: Callable[[StepStats], None] | None = None
     checkpointer: object | None = None  # checkpoints.Checkpointer
-    objective: object = field(default_factory=Supervised)  # objectives.Supervised | ...
+    objective: Supervised | DirectPreference = field(default_factory=Supervised)
 
     def __post_init__(self) -> None:
         parts = self.parts
@@ -96,7 +96,9 @@ class _Loop:
     def world(self) -> int:
         return self.accelerator.num_processes
 
-    def step(self, step: int, batch: list[dict]) -> tuple:
+    def step(
+        self, step: int, batch: list[dict]
+    ) -> tuple[float, int, int, int, float, dict[str, float]]:
         """One optimizer step over ``batch`` (this process's share, in micro-batches).
 
         Returns the effective batch's mean loss per unit of the objective (supervised token,
@@ -245,7 +247,7 @@ def train_loop(
     mega_batches: int = MEGA_BATCHES,
     checkpointer=None,
     resume=None,
-    objective=None,
+    objective: Supervised | DirectPreference | None = None,
 ) -> LoopSummary:
     """AdamW over the parameters that require grad, effective batch by gradient accumulation.
 

@@ -120,6 +120,11 @@ def _headers(comparison: Comparison) -> list[str]:
     return ["model", "method", *objective, "params", *titles, "avg"]
 
 
+def _text_columns(comparison: Comparison) -> int:
+    """How many columns on the left are text (left-aligned): model, method (and objective)."""
+    return 3 if comparison.objectives else 2
+
+
 def notes(comparison: Comparison, records: list[Record]) -> list[tuple[str, str]]:
     """``(kind, line)`` for everything printed under the table: marks, unmatched runs, the
     statistics (methods, and what has none), held-out (validation) trials, and runs that could
@@ -161,9 +166,8 @@ def render(comparison: Comparison, records: list[Record], fmt: str, title: str):
         from rich.text import Text
 
         table = Table(title=title)
-        left = 3 if comparison.objectives else 2
         for i, header in enumerate(_headers(comparison)):
-            table.add_column(header, justify="left" if i < left else "right")
+            table.add_column(header, justify="left" if i < _text_columns(comparison) else "right")
         for row, cells in zip(comparison.rows, _text_rows(comparison, sep="\n"), strict=True):
             table.add_row(*cells, style="dim" if row.source == "paper" else None)
         lines = [Text(line, style=_STYLES[kind]) for kind, line in notes(comparison, records)]
@@ -174,16 +178,15 @@ def render(comparison: Comparison, records: list[Record], fmt: str, title: str):
         return _csv(comparison)
     if fmt == "markdown":
         columns = comparison.columns
-        left = 3 if comparison.objectives else 2
         lines = ["| " + " | ".join(_headers(comparison)) + " |"]
-        lines.append("|" + "---|" * left + "---:|" * (len(columns) + 2))
+        lines.append("|" + "---|" * _text_columns(comparison) + "---:|" * (len(columns) + 2))
         lines += ["| " + " | ".join(cells) + " |" for cells in _text_rows(comparison)]
         extra = notes(comparison, records)
         if extra:
             lines += ["", *(f"- {line}" for _, line in extra)]
         return "\n".join(lines) + "\n"
     if fmt == "latex":
-        spec = "l" * (3 if comparison.objectives else 2) + "r" * (len(comparison.columns) + 2)
+        spec = "l" * _text_columns(comparison) + "r" * (len(comparison.columns) + 2)
         lines = [f"\\begin{{tabular}}{{{spec}}}", "\\toprule"]
         lines.append(" & ".join(_headers(comparison)) + " \\\\")
         lines.append("\\midrule")
