@@ -161,7 +161,7 @@ def _trl_dpo():
     try:
         from trl import DPOConfig, DPOTrainer
     except ImportError as err:  # pragma: no cover - the dev extra installs it
-        pytest.fail(f"TRL is needed for the parity test (pip install -e '.[dev]'): {err}")
+        pytest.fail(f"TRL is needed for the parity test (pip install -e '.[dev,test]'): {err}")
     compute = getattr(DPOTrainer, "_compute_loss", None)
     params = list(inspect.signature(compute).parameters) if compute else []
     if params != ["self", "model", "inputs", "return_outputs"]:
