@@ -137,7 +137,8 @@ def _preference_rows(recipe: Recipe, tokenizer, chat: bool, data_sizes: dict):
     section = recipe.data.preferences
     pairs = load_preferences(section)
     data_sizes["preferences"] = size_report(as_data(section), pairs)
-    err_console.print(size_line(data_sizes["preferences"]), markup=False, highlight=False)
+    line = size_line(data_sizes["preferences"]).replace("by data.", "by data.preferences.")
+    err_console.print(line, markup=False, highlight=False)
     length = recipe.data.max_length
     train_rows, stats = encode_preferences(tokenizer, pairs["train"], chat=chat, max_length=length)
     test_rows, _ = encode_preferences(tokenizer, pairs["test"], chat=chat, max_length=length)
