@@ -64,6 +64,19 @@ def _method_lines(recipe, results: dict) -> list[str]:
     return lines
 
 
+def _objective_lines(recipe, preferences: dict | None) -> list[str]:
+    """DPO: what the pairs were and how the held-out ones rank (SFT: nothing to add)."""
+    if recipe.train.objective != "dpo":
+        return []
+    line = f"- **Objective:** DPO, {recipe.dpo.loss} loss, beta {recipe.dpo.beta:g}"
+    if preferences and preferences.get("pairs"):
+        line += (
+            f"; {preferences['pairs']} held-out pairs: {_percent(preferences['accuracy'])} "
+            f"ranked right, reward margin {preferences['reward_margin']:+.3f}"
+        )
+    return [line]
+
+
 def model_card(recipe, results: dict, task, run_name: str) -> str:
     """The card's text (front matter first)."""
     meta = front_matter(recipe, results, task)
@@ -93,6 +106,7 @@ def model_card(recipe, results: dict, task, run_name: str) -> str:
         f"data seed {data.get('seed', recipe.data.seed)}",
         f"- **Optimizer:** AdamW, lr {t.lr:g}, {t.scheduler} schedule, batch {t.batch_size}, "
         f"{results.get('steps', '-')} steps, seed {t.seed}",
+        *_objective_lines(recipe, evaluation.get("preferences")),
         "",
         "## Results",
         "",

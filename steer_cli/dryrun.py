@@ -12,7 +12,9 @@ trained parameters with their gradient and AdamW's two moments (fp32 for adapter
 dtype for SFT); and what the largest micro-batch the run will form (the planned batches, padded
 as the loop pads them, logits where the loss is taken) keeps for backward, counted the way
 autograd holds it for these models and this method (:mod:`steer_cli.memory`), plus, with
-gradient checkpointing, the one layer backward recomputes at a time.
+gradient checkpointing, the one layer backward recomputes at a time. With ``train.objective:
+dpo`` a micro-batch of k pairs is one forward of 2k sequences (the reference's forward keeps
+nothing for backward), and full fine-tuning keeps a frozen copy of the weights as its reference.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def plan(recipe: Recipe) -> dict:
     from steer_cli.engine.training_hooks import lofit_stages
     from steer_cli.loop import plan_steps, with_stages
     from steer_cli.models import resolve_device, resolve_dtype
+    from steer_cli.objectives import DirectPreference, Supervised
     from steer_cli.parts import adapter_spec, count_parameters, kind_of
     from steer_cli.prepare import prepare
 
@@ -38,7 +41,9 @@ def plan(recipe: Recipe) -> dict:
     stages = lofit_stages(adapter_spec(recipe.adapter).shape) if kind == "adapter" else None
     configs = with_stages(recipe.train, stages)
     rows = prepared.train_rows
-    lengths = [len(r["input_ids"]) for r in rows]
+    objective = recipe.train.objective
+    batches_of = DirectPreference(recipe.dpo.beta) if objective == "dpo" else Supervised()
+    lengths = batches_of.lengths(rows)  # what the loop groups batches by
     steps = [plan_steps(len(rows), c) for c in configs]
     order = batch_stream(
         lengths, recipe.train.batch_size, seed=recipe.train.seed, mega_batches=MEGA_BATCHES
@@ -47,10 +52,16 @@ def plan(recipe: Recipe) -> dict:
     device = resolve_device(recipe.model.device)
     dtype = resolve_dtype(recipe.model.dtype, device)
     micro = recipe.train.micro_batch_size or recipe.train.batch_size
+    sequences, sequence_batches, sequence_micro = rows, batches, micro
+    if objective == "dpo":  # a micro-batch of k pairs is one forward of 2k sequences
+        sequences = [r[side] for r in rows for side in ("chosen", "rejected")]
+        sequence_batches = [[2 * i + side for i in batch for side in (0, 1)] for batch in batches]
+        sequence_micro = 2 * micro
     return {
         "recipe": recipe.resolved(),
         "method": recipe.method,
         "kind": kind,
+        "objective": objective,
         "model": recipe.model.name,
         "task": prepared.task.name,
         "trainable_params": trainable,
@@ -64,13 +75,15 @@ def plan(recipe: Recipe) -> dict:
         },
         "steps": sum(steps),
         "stage_steps": steps if stages else None,
-        "padding_fraction": padding_fraction(lengths, batches, micro),
+        "padding_fraction": padding_fraction(
+            [len(r["input_ids"]) for r in sequences], sequence_batches, sequence_micro
+        ),
         "memory": memory_estimate(
             prepared.model,
             recipe,
             trainable,
             dtype,
-            micro_batch_shapes(prepared.model, rows, batches, micro),
+            micro_batch_shapes(prepared.model, sequences, sequence_batches, sequence_micro),
         ),
         "device": str(device),
         "dtype": str(dtype).removeprefix("torch."),
@@ -93,6 +106,8 @@ def memory_estimate(
     trained = trainable * state_width * 4  # parameter, gradient, AdamW's two moments
     if kind == "sft":
         trained -= trainable * width  # the parameters are the weights, counted above
+    if kind == "sft" and recipe.train.objective == "dpo":
+        weights *= 2  # DPO's reference: a frozen copy of the weights
     step = step_memory(model, recipe, dtype)
     saved = max(
         (step.saved(rows, tokens, kept, padding=padding) for rows, tokens, kept, padding in shapes),
@@ -107,7 +122,7 @@ def micro_batch_shapes(model, rows: list[dict], batches, micro: int) -> set[tupl
     right-padded to the longest row, logits kept from the shortest prompt's last token (all
     positions for a model without ``logits_to_keep``), padding where a row is shorter."""
     from steer_cli.data.encode import IGNORE_INDEX
-    from steer_cli.loop import _keep_logits
+    from steer_cli.losses import _keep_logits
 
     keeps = bool(_keep_logits(model, 1))
     lengths = [len(r["input_ids"]) for r in rows]
@@ -138,7 +153,10 @@ def render(figures: dict) -> None:
     table.add_column("what")
     table.add_column("value")
     share = f"{figures['trainable_percent']:.4f}% of {human_count(figures['base_params'])}"
-    table.add_row("method", f"{figures['method']} ({figures['kind']}) on {figures['model']}")
+    objective = "" if figures["objective"] == "sft" else f", objective {figures['objective']}"
+    table.add_row(
+        "method", f"{figures['method']} ({figures['kind']}{objective}) on {figures['model']}"
+    )
     table.add_row("trainable parameters", f"{figures['trainable_params']:,} ({share})")
     ex = figures["examples"]
     table.add_row(

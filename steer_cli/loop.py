@@ -7,18 +7,16 @@ it on the device and carries it across processes.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from steer_cli.data.batching import MEGA_BATCHES, batch_stream, batches_per_epoch
-from steer_cli.data.encode import IGNORE_INDEX, collate_right_padded
 from steer_cli.loop_plan import (
     Parts,
     check_not_sharded,
@@ -30,10 +28,14 @@ from steer_cli.loop_plan import (
     with_stages,
 )
 from steer_cli.loop_records import Counts, LoopSummary, NonFinite, StepStats
+from steer_cli.loop_rng import seeded, step_generator
+from steer_cli.losses import supervised_loss
+from steer_cli.objectives import DirectPreference, Supervised
 from steer_cli.recipe import TrainSection
 
 # What other modules import from here: the plan of a training lives in :mod:`steer_cli.loop_plan`,
-# what it reports in :mod:`steer_cli.loop_records`.
+# what it reports in :mod:`steer_cli.loop_records`, its random draws in :mod:`steer_cli.loop_rng`,
+# its loss in :mod:`steer_cli.losses`.
 __all__ = [
     "LoopSummary",
     "NonFinite",
@@ -44,6 +46,7 @@ __all__ = [
     "planned_steps",
     "seeded",
     "stage_configs",
+    "step_generator",
     "supervised_loss",
     "train_loop",
     "with_stages",
@@ -63,61 +66,6 @@ class _Trainable(nn.Module):
         return self.model(**batch)
 
 
-def _keep_logits(model: nn.Module, n: int) -> dict:
-    """``logits_to_keep=n`` for models whose forward takes it (transformers' causal LMs do)."""
-    base = getattr(model, "get_base_model", lambda: model)()
-    return {"logits_to_keep": n} if _takes_logits_to_keep(type(base)) else {}
-
-
-@functools.cache
-def _takes_logits_to_keep(model_class: type) -> bool:
-    """Asked once per class, not on every micro-batch."""
-    import inspect
-
-    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
-
-
-def supervised_loss(
-    forward: Callable, model: nn.Module, inputs: dict, labels: torch.Tensor, prompt_lengths
-) -> torch.Tensor:
-    """The summed next-token cross-entropy over the supervised tokens of a right-padded batch.
-
-    Only positions that predict a supervised token need the vocabulary head: logits start at the
-    shortest prompt's last token (a large saving for short answers). ``forward`` is the call
-    (the model, or its DDP wrapper); ``model`` is asked whether it takes ``logits_to_keep``.
-    """
-    first = max(0, int(prompt_lengths.min()) - 1)
-    width = labels.shape[1]
-    logits = forward(**inputs, **_keep_logits(model, width - first)).logits
-    first = width - logits.shape[1]  # the model may have ignored logits_to_keep
-    return nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(),
-        labels[:, first + 1 :].flatten(),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
-
-
-@contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Every draw from torch's global RNG inside (peft's LoRA dropout, a model's own dropout)
-    follows ``seed``, and the caller's RNG state is restored afterwards: the same recipe gives
-    the same bytes whatever ran before it in the process (sweep trials in any order)."""
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
-def step_generator(seed: int, step: int) -> torch.Generator:
-    """A CPU generator for optimizer step ``step`` of a run seeded ``seed``: the same in every
-    process, and apart from torch's global RNG (seeded ``seed + rank``). The pair is hashed to
-    32 bits (numpy's SeedSequence): a CPU generator reads only the low 32 bits of its seed."""
-    from numpy.random import SeedSequence
-
-    return torch.Generator().manual_seed(int(SeedSequence([seed, step]).generate_state(1)[0]))
-
-
 @dataclass
 class _Loop:
     """What every optimizer step of a stage needs: built by :func:`train_loop` per stage. The
@@ -134,6 +82,7 @@ class _Loop:
     parts: Parts | None = None
     on_step: Callable[[StepStats], None] | None = None
     checkpointer: object | None = None  # checkpoints.Checkpointer
+    objective: Supervised | DirectPreference = field(default_factory=Supervised)
 
     def __post_init__(self) -> None:
         parts = self.parts
@@ -147,24 +96,28 @@ class _Loop:
     def world(self) -> int:
         return self.accelerator.num_processes
 
-    def step(self, step: int, batch: list[dict]) -> tuple[float, int, int, int, float | None]:
+    def step(
+        self, step: int, batch: list[dict]
+    ) -> tuple[float, int, int, int, float, dict[str, float]]:
         """One optimizer step over ``batch`` (this process's share, in micro-batches).
 
-        Returns the effective batch's mean loss per supervised token, its supervised token
-        count, its non-pad and padded token counts (every process's), and the gradient norm
-        (before clipping). A NaN/inf loss or gradient raises :class:`NonFinite`
-        (``on_nonfinite: stop``) or skips the update (``skip``).
+        Returns the effective batch's mean loss per unit of the objective (supervised token,
+        or preference pair), its supervised token count, its non-pad and padded token counts
+        (every process's), the gradient norm (before clipping), and the objective's metrics
+        (DPO's reward accuracy and margins; empty for SFT). A NaN/inf loss or gradient raises
+        :class:`NonFinite` (``on_nonfinite: stop``) or skips the update (``skip``).
         """
         world, rank = self.world, self.accelerator.process_index
-        # Next-token targets are labels[1:]; count them over the whole effective batch.
-        supervised = sum(sum(t != IGNORE_INDEX for t in r["labels"][1:]) for r in batch)
+        objective = self.objective
+        supervised = objective.supervised(batch)
+        units = objective.units(batch)  # the loss is a mean over these, the whole batch's
         local = batch[rank::world]
         micro = self.cfg.micro_batch_size or self.cfg.batch_size
         chunks = [local[i : i + micro] for i in range(0, len(local), micro)]
-        losses = []  # on the device: read once per step, with the gradient norm
+        losses, stats = [], []  # on the device: read once per step, with the gradient norm
         tokens = padded = 0
         for k, chunk in enumerate(chunks):
-            collated = collate_right_padded(chunk, self.pad_id)
+            collated = objective.collate(chunk, self.pad_id)
             inputs = {
                 key: collated[key].to(self.accelerator.device)
                 for key in ("input_ids", "attention_mask")
@@ -177,42 +130,48 @@ class _Loop:
                 nullcontext() if sync else self.accelerator.no_sync(self.wrapped),
                 self.batch_context(collated),
             ):
-                token_losses = supervised_loss(
-                    self.wrapped, self.model, inputs, labels, collated["prompt_lengths"]
+                summed, chunk_stats = objective.loss(
+                    self.wrapped, self.model, collated, inputs, labels
                 )
                 # DDP averages gradients over processes: scale so the result is the global mean.
-                loss = token_losses * world / supervised
+                loss = summed * world / units
                 if self.penalty is not None and k == 0:
                     penalty = self.penalty(step)
                     if penalty is not None:
                         loss = loss + penalty
                 self.accelerator.backward(loss)
-            losses.append(token_losses.detach().float())
+            losses.append(summed.detach().float())
+            if chunk_stats is not None:
+                stats.append(chunk_stats)
         if self.cfg.max_grad_norm:  # clipping measures the norm (before clipping) already
             norm = self.accelerator.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
         else:
             norm = None
         if norm is None:
             norm = _grad_norm(self.params)
-        # One read of both (a device sync on a GPU), before the update that depends on them.
-        *parts, norm = torch.stack([*losses, norm.detach().float()]).tolist()
+        norm = norm.detach().float()
+        stat_sums = torch.stack(stats).sum(0) if stats else norm.new_zeros(len(objective.stats))
+        # One read of all (a device sync on a GPU), before the update that depends on them.
+        read = torch.cat([torch.stack([*losses, norm]), stat_sums.to(norm.device)]).tolist()
+        parts, norm, stat_sums = read[: len(losses)], read[len(losses)], read[len(losses) + 1 :]
         loss_sum = sum(parts)  # in order, as the per-micro-batch reads summed before
         if world > 1:  # the whole batch's loss and tokens, not this process's share of them
-            shares = torch.tensor([loss_sum, tokens, padded], dtype=torch.float64)
-            loss_sum, tokens, padded = self.accelerator.reduce(
+            shares = torch.tensor([loss_sum, tokens, padded, *stat_sums], dtype=torch.float64)
+            loss_sum, tokens, padded, *stat_sums = self.accelerator.reduce(
                 shares.to(self.accelerator.device), reduction="sum"
             ).tolist()
             tokens, padded = int(tokens), int(padded)
-        loss = loss_sum / supervised
+        loss = loss_sum / units
+        metrics = objective.metrics(stat_sums, units)
         if not (math.isfinite(loss) and math.isfinite(norm)):
             self.optimizer.zero_grad(set_to_none=True)
             if self.cfg.on_nonfinite == "stop":
                 raise NonFinite(step, loss, norm)
-            return loss, supervised, tokens, padded, norm  # skip: no update from this batch
+            return loss, supervised, tokens, padded, norm, metrics  # skip: no update
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss, supervised, tokens, padded, norm
+        return loss, supervised, tokens, padded, norm, metrics
 
     def run(
         self,
@@ -236,7 +195,7 @@ class _Loop:
             batch = [rows[i] for i in next(order)]
             if self.begin_step is not None:
                 self.begin_step(step, step_generator(self.cfg.seed, step))
-            loss, supervised, tokens, padded, norm = self.step(step, batch)
+            loss, supervised, tokens, padded, norm, metrics = self.step(step, batch)
             if self.after_step is not None:
                 self.after_step(step)
             counts.add(loss, supervised, tokens, padded)
@@ -253,6 +212,7 @@ class _Loop:
                         seconds=time.perf_counter() - step_start,
                         stage=stage,
                         grad_norm=norm,
+                        metrics=metrics or None,
                     )
                 )
             if self.checkpointer is not None and self.checkpointer.due(step, counts.total):
@@ -287,6 +247,7 @@ def train_loop(
     mega_batches: int = MEGA_BATCHES,
     checkpointer=None,
     resume=None,
+    objective: Supervised | DirectPreference | None = None,
 ) -> LoopSummary:
     """AdamW over the parameters that require grad, effective batch by gradient accumulation.
 
@@ -304,7 +265,11 @@ def train_loop(
     ``checkpointer`` (:class:`steer_cli.checkpoints.Checkpointer`) saves the loop's state when
     due; ``resume`` (a :class:`~steer_cli.checkpoints.Checkpoint`) continues from one, to the
     same bytes an uninterrupted run ends with.
+
+    ``objective`` (:mod:`steer_cli.objectives`; default: supervised) is what a step's loss is:
+    the rows are its rows (DPO: preference pairs).
     """
+    objective = objective if objective is not None else Supervised()
     accelerator = _accelerator(model, trainable)
     params = trained_params(model, trainable)
     configs = stage_configs(trainable, cfg)
@@ -329,10 +294,10 @@ def train_loop(
             optimizer = accelerator.prepare(optimizer)
         loop = _Loop(
             model, wrapped, accelerator, optimizer, scheduler, params, stage_cfg, pad_id,
-            parts=trainable, on_step=on_step, checkpointer=checkpointer,
+            parts=trainable, on_step=on_step, checkpointer=checkpointer, objective=objective,
         )  # fmt: skip
         order = batch_stream(
-            [len(r["input_ids"]) for r in rows],
+            objective.lengths(rows),
             cfg.batch_size,
             seed=cfg.seed,
             mega_batches=mega_batches,

@@ -16,6 +16,7 @@ class StepStats:
     group_lrs: list[float] | None = None  # every group's LR, when they differ
     stage: int | None = None  # which training of a staged run (LoFiT: 1, 2)
     grad_norm: float | None = None  # the gradients' total L2 norm, before any clipping
+    metrics: dict[str, float] | None = None  # the objective's (DPO: reward accuracy, margins)
 
 
 @dataclass

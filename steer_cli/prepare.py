@@ -27,6 +27,7 @@ class Prepared:
     test: list
     test_prompts: list[list[int]]
     data_sizes: dict
+    preference_test: list[dict] | None = None  # DPO: the held-out pairs, tokenized
 
     def evaluate(self, label: str, model: nn.Module) -> tuple[dict, list[dict]]:
         """The paper's accuracy on the test split: batched greedy generation + the task's parser.
@@ -95,9 +96,15 @@ def prepare(recipe: Recipe, *, skeleton: bool = False) -> Prepared:
         err_console.print(rank_choice.describe(), highlight=False)
     count_parameters(model, recipe)  # what only the model can refuse (LoFiT's heads), up front
     chat = uses_chat_template(tokenizer, recipe.data.chat_template)
-    train_rows, encode_stats = encode_for_training(
-        tokenizer, splits["train"], chat=chat, max_length=recipe.data.max_length
-    )
+    preference_test = None
+    if recipe.train.objective == "dpo":
+        train_rows, encode_stats, preference_test = _preference_rows(
+            recipe, tokenizer, chat, data_sizes
+        )
+    else:
+        train_rows, encode_stats = encode_for_training(
+            tokenizer, splits["train"], chat=chat, max_length=recipe.data.max_length
+        )
     if not train_rows:
         raise SteerError(
             f"no training example fits data.max_length={recipe.data.max_length}",
@@ -116,7 +123,26 @@ def prepare(recipe: Recipe, *, skeleton: bool = False) -> Prepared:
         test=test,
         test_prompts=[prompt_token_ids(tokenizer, ex.prompt, chat) for ex in test],
         data_sizes=data_sizes,
+        preference_test=preference_test,
     )
+
+
+def _preference_rows(recipe: Recipe, tokenizer, chat: bool, data_sizes: dict):
+    """DPO's training pairs, their encoding figures and the held-out pairs, tokenized; what
+    was loaded goes into ``data_sizes["preferences"]`` (and the run header)."""
+    from steer_cli.data.preferences import as_data, encode_preferences, load_preferences
+    from steer_cli.data.splits import size_line, size_report
+    from steer_cli.report import err_console
+
+    section = recipe.data.preferences
+    pairs = load_preferences(section)
+    data_sizes["preferences"] = size_report(as_data(section), pairs)
+    line = size_line(data_sizes["preferences"]).replace("by data.", "by data.preferences.")
+    err_console.print(line, markup=False, highlight=False)
+    length = recipe.data.max_length
+    train_rows, stats = encode_preferences(tokenizer, pairs["train"], chat=chat, max_length=length)
+    test_rows, _ = encode_preferences(tokenizer, pairs["test"], chat=chat, max_length=length)
+    return train_rows, stats, test_rows
 
 
 def announce(parts, prepared: Prepared) -> int:

@@ -61,6 +61,7 @@ class Variant:
     rank_match: str | None = None  # the rank is set by a rule: "lora" = LoRA r=8's count
     positions: str | None = None  # tokens steered, where a run's differ from its preset's
     site: str | None = None  # where a run steers, where it differs from its preset's
+    objective: str | None = "sft"  # how it was trained: the paper's rows are supervised
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,14 @@ def results_table(results: dict) -> Table:
         ev = results.get("eval", {}).get(key)
         if ev:
             table.add_row(label, f"{100 * ev['accuracy']:.1f}%", f"{ev['correct']}/{ev['total']}")
+    pairs = results.get("eval", {}).get("preferences")
+    if pairs and pairs.get("pairs"):  # DPO: the held-out pairs the trained model ranks right
+        right = round(pairs["accuracy"] * pairs["pairs"])
+        table.add_row(
+            f"held-out pairs (margin {pairs['reward_margin']:+.3f})",
+            f"{100 * pairs['accuracy']:.1f}%",
+            f"{right}/{pairs['pairs']}",
+        )
     return table
 
 

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from steer_cli.errors import SteerError
 from steer_cli.loop import StepStats, plan_steps, planned_steps, train_loop
 from steer_cli.prepare import Prepared, announce, prepare
 from steer_cli.recipe import Recipe
+from steer_cli.recompute import recomputing
 
-__all__ = ["TrainedRun", "run", "train_loop", "plan_steps", "StepStats"]
+__all__ = ["TrainedRun", "run", "train_loop", "plan_steps", "StepStats", "recomputing"]
 
 
 @dataclass
@@ -38,7 +38,9 @@ class TrainedRun:
         return getattr(self.parts, "interventions", None)
 
 
-def _train_logged(parts, prepared: Prepared, metrics_path: Path, tracker, checkpointer, resume):
+def _train_logged(
+    parts, prepared: Prepared, metrics_path: Path, tracker, checkpointer, resume, objective
+):
     """The loop, with one ``metrics.jsonl`` line per step, a progress bar and the trackers;
     from ``resume`` (a checkpoint), the metrics of the steps after it are written again."""
     from steer_cli.loop import NonFinite
@@ -62,6 +64,7 @@ def _train_logged(parts, prepared: Prepared, metrics_path: Path, tracker, checkp
                 line["stage"] = s.stage
             if s.group_lrs:
                 line["group_lrs"] = s.group_lrs
+            line.update(s.metrics or {})
             line.update(tokens=s.tokens, seconds=s.seconds, grad_norm=s.grad_norm)
             metrics.write(json.dumps(line) + "\n")
             metrics.flush()
@@ -81,6 +84,7 @@ def _train_logged(parts, prepared: Prepared, metrics_path: Path, tracker, checkp
                 on_step=on_step,
                 checkpointer=checkpointer,
                 resume=resume,
+                objective=objective,
             )
         except NonFinite as err:
             raise SteerError(
@@ -104,17 +108,30 @@ def _step_scalars(s: StepStats) -> dict:
         values["train/grad_norm"] = s.grad_norm
     if s.stage is not None:
         values["train/stage"] = s.stage
+    values.update({f"train/{k}": v for k, v in (s.metrics or {}).items()})
     return values
 
 
-def _evaluate_after(parts, prepared: Prepared) -> tuple[dict, list[dict]]:
-    """The trained model's accuracy; a joint run in the recipe's ``eval.joint_mode``."""
-    if parts.kind != "joint":
-        return prepared.evaluate("after", parts.model)
+def _evaluate_after(parts, prepared: Prepared, objective) -> tuple[dict, list[dict], dict | None]:
+    """The trained model's accuracy, and (DPO) its held-out preference figures; a joint run
+    in the recipe's ``eval.joint_mode``."""
+    joint = parts.kind == "joint"
     mode = prepared.recipe.eval.joint_mode
-    with parts.mode(mode):
+    with parts.mode(mode) if joint else nullcontext():
         after, records = prepared.evaluate("after", parts.model)
-    return {**after, "joint_mode": mode}, records
+        preferences = None
+        if prepared.preference_test is not None:
+            from steer_cli.objectives import evaluate_preferences
+
+            preferences = evaluate_preferences(
+                objective,
+                parts.model,
+                prepared.preference_test,
+                pad_id=prepared.tokenizer.pad_token_id,
+                batch_size=prepared.recipe.eval.batch_size,
+                batch_context=getattr(parts, "batch_context", None),
+            )
+    return ({**after, "joint_mode": mode} if joint else after), records, preferences
 
 
 def _save(
@@ -138,11 +155,32 @@ def _save(
         return None
     from steer_cli.diagnostics import joint_diagnostics
 
+    rows = prepared.train_rows
+    if recipe.train.objective == "dpo":  # pairs: the preferred answers' sequences
+        rows = [pair["chosen"] for pair in rows]
     diagnostics = joint_diagnostics(
-        parts, prepared.train_rows, pad_id=prepared.tokenizer.pad_token_id, seed=recipe.train.seed
+        parts, rows, pad_id=prepared.tokenizer.pad_token_id, seed=recipe.train.seed
     )
     write_json(run_dir / rundir.DIAGNOSTICS, diagnostics)
     return diagnostics
+
+
+def _frozen_reference(prepared: Prepared, recipe: Recipe) -> nn.Module | None:
+    """DPO on full fine-tuning: a frozen copy of the base model, its reference (the other
+    kinds disable their parts instead); announced, as it doubles the weights' memory."""
+    from steer_cli.parts import kind_of
+
+    if recipe.train.objective != "dpo" or kind_of(recipe) != "sft":
+        return None
+    from steer_cli.objectives import frozen_copy
+    from steer_cli.report import err_console
+
+    err_console.print(
+        "DPO with full fine-tuning: a frozen copy of the model is the reference "
+        "(the weights' memory twice)",
+        highlight=False,
+    )
+    return frozen_copy(prepared.model)
 
 
 def _report(results: dict, diagnostics: dict | None, method: str, output: Path) -> None:
@@ -153,51 +191,6 @@ def _report(results: dict, diagnostics: dict | None, method: str, output: Path) 
     console.print(results_table(results))
     console.print(results_footer(results), highlight=False, soft_wrap=True)
     console.print(f"run written to [bold]{output}[/]")
-
-
-@contextmanager
-def recomputing(model: nn.Module, enabled: bool):
-    """``train.gradient_checkpointing``: transformers' own (non-reentrant) checkpointing of each
-    decoder layer while training, off again for evaluation. Adapter hooks run again in the
-    recompute and give the same output (positions keep the forward's mask; JoLA's gate noise
-    is drawn once per step, before the forward)."""
-    if not enabled:
-        yield
-        return
-    # transformers 5.x names it activation checkpointing (the gradient_ names warn, and go in
-    # v6); older releases have the gradient_ names alone.
-    for name in ("activation_checkpointing", "gradient_checkpointing"):
-        enable = getattr(model, f"{name}_enable", None)
-        if callable(enable):
-            break
-    else:
-        raise SteerError(
-            f"train.gradient_checkpointing: {type(model).__name__} does not support it",
-            "set train.gradient_checkpointing=false",
-        )
-    inputs_had_grads = _embeddings_require_grad(model)
-    enable(**{f"{name}_kwargs": {"use_reentrant": False}})
-    try:
-        yield
-    finally:
-        getattr(model, f"{name}_disable")()
-        # Enabling also makes the input embeddings' output require grad (transformers'
-        # enable_input_require_grads), which disabling leaves on outside peft's own
-        # integration: every later backward would run down to the embeddings.
-        if not inputs_had_grads and _embeddings_require_grad(model):
-            model.disable_input_require_grads()
-            if _embeddings_require_grad(model):
-                raise RuntimeError(
-                    "train.gradient_checkpointing: the input embeddings still require grad after "
-                    f"checkpointing was turned off ({type(model).__name__}); steer cannot undo it"
-                )
-
-
-def _embeddings_require_grad(model: nn.Module) -> bool:
-    """Whether the input embeddings' output requires grad, by running them on one token."""
-    embeddings = model.get_input_embeddings()
-    token = torch.zeros(1, 1, dtype=torch.long, device=embeddings.weight.device)
-    return embeddings(token).requires_grad
 
 
 @contextmanager
@@ -239,6 +232,7 @@ def _results_head(prepared: Prepared, processes: int) -> dict:
     results: dict = {
         "method": recipe.method,
         "kind": kind_of(recipe),
+        "objective": recipe.train.objective,
         "model": recipe.model.name,
         "task": prepared.task.name,
         "data": prepared.data_sizes,
@@ -294,6 +288,7 @@ def run(
     from steer_cli.atomic import write_json, write_text
     from steer_cli.card import CARD, model_card
     from steer_cli.fingerprint import identity
+    from steer_cli.objectives import objective_for
     from steer_cli.parts import build_parts, kind_of
 
     wall_start = time.perf_counter()
@@ -323,13 +318,26 @@ def run(
                 results["eval"]["before"], _ = prepared.evaluate("before", prepared.model)
                 _log_accuracy(tracker, "before", results["eval"]["before"], step=0)
             base = None if kind_of(recipe) == "sft" else identity(prepared.model, recipe.model.name)
+            reference = _frozen_reference(prepared, recipe)
             parts = build_parts(prepared.model, recipe)  # for LoRA, the peft model
+            objective = objective_for(recipe, parts, reference)
             trainable = announce(parts, prepared)
             checkpointer = checkpoints.checkpointer_for(recipe, staged, results)
             metrics = run_dir / rundir.METRICS
             with recomputing(parts.model, recipe.train.gradient_checkpointing):
-                summary = _train_logged(parts, prepared, metrics, tracker, checkpointer, resume)
-            results["eval"]["after"], records = _evaluate_after(parts, prepared)
+                summary = _train_logged(
+                    parts, prepared, metrics, tracker, checkpointer, resume, objective
+                )
+            results["eval"]["after"], records, preferences = _evaluate_after(
+                parts, prepared, objective
+            )
+            if preferences is not None:
+                results["eval"]["preferences"] = preferences
+                if tracker is not None:
+                    figures = {k: preferences[k] for k in ("accuracy", "reward_margin")}
+                    tracker.log(
+                        {f"eval/preference_{k}": v for k, v in figures.items()}, step=summary.steps
+                    )
             _log_accuracy(tracker, "after", results["eval"]["after"], step=summary.steps)
             diagnostics = _save(run_dir, parts, prepared, records, base)
             results.update(_summary_fields(prepared, parts, trainable, summary, wall_start))

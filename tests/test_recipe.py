@@ -115,6 +115,7 @@ def test_resolved_recipe_is_complete_and_round_trips():
         "orth",
         "data",
         "train",
+        "dpo",
         "eval",
     }
     assert build_recipe(resolved) == recipe

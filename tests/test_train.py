@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from steer_cli import loop, train
+from steer_cli import losses, train
 from steer_cli.data.encode import IGNORE_INDEX, encode_for_training
 from steer_cli.data.tasks import Example
 from steer_cli.engine.attach import Interventions
@@ -202,7 +202,7 @@ def test_trimmed_logits_give_the_same_loss_as_full_logits(monkeypatch):
     states = []
     for trim in (True, False):
         if not trim:
-            monkeypatch.setattr(loop, "_keep_logits", lambda model, n: {})
+            monkeypatch.setattr(losses, "_keep_logits", lambda model, n: {})
         handle = attach(model, InterventionSpec(shape=AdapterShape("lowrank", rank=2)), seed=0)
         cfg = _recipe(train={"max_steps": 2, "batch_size": 3, "micro_batch_size": 3}).train
         summary = train.train_loop(model, handle, rows, cfg, pad_id=tokenizer.pad_token_id)

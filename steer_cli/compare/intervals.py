@@ -13,11 +13,11 @@ from collections.abc import Callable
 import numpy as np
 
 from steer_cli.compare.items import Items, read_items
-from steer_cli.compare.rows import Cell, Row
+from steer_cli.compare.rows import Cell, Row, baseline_rows
 from steer_cli.compare.runs import Record
 from steer_cli.compare.stats import interval, paired
 
-Runs = dict[tuple[str, str], dict[str, list[Record]]]  # (model, label) -> task -> runs
+Runs = dict[tuple[str, str, str], dict[str, list[Record]]]  # Row.key -> task -> runs
 Reader = Callable[[Record], Items | str]
 
 
@@ -28,11 +28,11 @@ def add_statistics(
     what could not be computed and why."""
     read = _reader()
     notes = []
-    base = {row.model: row for row in rows if row.method == baseline}
+    base = baseline_rows(rows, baseline) if baseline is not None else {}
     for row in rows:
         for task, cell in row.cells.items():
             where = f"{row.model} {row.method} ({task})"
-            matrix = _matrix(runs[(row.model, row.method)][task], read)
+            matrix = _matrix(runs[row.key][task], read)
             if isinstance(matrix, str):
                 cell.interval_missing = matrix
                 notes.append(f"{where}: no interval: {matrix}")
@@ -43,8 +43,8 @@ def add_statistics(
                 continue
             _pair(
                 cell,
-                runs[(row.model, row.method)][task],
-                runs[(row.model, baseline)][task],
+                runs[row.key][task],
+                runs[reference.key][task],
                 baseline,
                 margin,
                 read,

@@ -91,6 +91,7 @@ _SAYS = {
     "layers": lambda v: "all layers" if v == "all" else f"{v} layers",
     "mode": lambda v: "both parts" if v == "both" else f"{v} only",
     "rank_match": lambda v: f"rank matched to {'LoRA r=8' if v == 'lora' else v}'s count",
+    "objective": lambda v: f"trained by {v}",
 }
 
 

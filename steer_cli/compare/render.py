@@ -101,8 +101,9 @@ def _text_rows(comparison: Comparison, pm: str = "±", sep: str = " ") -> list[l
     out = []
     for row in comparison.rows:
         mark = "" if row.comparable else MARK
+        objective = [row.objective] if comparison.objectives else []
         out.append(
-            [row.model, _method_text(row), _params_text(row)]
+            [row.model, _method_text(row), *objective, _params_text(row)]
             + [
                 _cell_text(row.cells.get(t), comparison.places(t), pm, mark, sep)
                 for t in comparison.columns
@@ -112,8 +113,16 @@ def _text_rows(comparison: Comparison, pm: str = "±", sep: str = " ") -> list[l
     return out
 
 
-def _headers(columns: list[str]) -> list[str]:
-    return ["model", "method", "params"] + [TASK_TITLES.get(t, t) for t in columns] + ["avg"]
+def _headers(comparison: Comparison) -> list[str]:
+    """The columns' titles; ``objective`` after the method when a row was not trained by SFT."""
+    objective = ["objective"] if comparison.objectives else []
+    titles = [TASK_TITLES.get(t, t) for t in comparison.columns]
+    return ["model", "method", *objective, "params", *titles, "avg"]
+
+
+def _text_columns(comparison: Comparison) -> int:
+    """How many columns on the left are text (left-aligned): model, method (and objective)."""
+    return 3 if comparison.objectives else 2
 
 
 def notes(comparison: Comparison, records: list[Record]) -> list[tuple[str, str]]:
@@ -157,8 +166,8 @@ def render(comparison: Comparison, records: list[Record], fmt: str, title: str):
         from rich.text import Text
 
         table = Table(title=title)
-        for i, header in enumerate(_headers(comparison.columns)):
-            table.add_column(header, justify="left" if i < 2 else "right")
+        for i, header in enumerate(_headers(comparison)):
+            table.add_column(header, justify="left" if i < _text_columns(comparison) else "right")
         for row, cells in zip(comparison.rows, _text_rows(comparison, sep="\n"), strict=True):
             table.add_row(*cells, style="dim" if row.source == "paper" else None)
         lines = [Text(line, style=_STYLES[kind]) for kind, line in notes(comparison, records)]
@@ -169,17 +178,17 @@ def render(comparison: Comparison, records: list[Record], fmt: str, title: str):
         return _csv(comparison)
     if fmt == "markdown":
         columns = comparison.columns
-        lines = ["| " + " | ".join(_headers(columns)) + " |"]
-        lines.append("|" + "---|" * 2 + "---:|" * (len(columns) + 2))
+        lines = ["| " + " | ".join(_headers(comparison)) + " |"]
+        lines.append("|" + "---|" * _text_columns(comparison) + "---:|" * (len(columns) + 2))
         lines += ["| " + " | ".join(cells) + " |" for cells in _text_rows(comparison)]
         extra = notes(comparison, records)
         if extra:
             lines += ["", *(f"- {line}" for _, line in extra)]
         return "\n".join(lines) + "\n"
     if fmt == "latex":
-        spec = "ll" + "r" * (len(comparison.columns) + 2)
+        spec = "l" * _text_columns(comparison) + "r" * (len(comparison.columns) + 2)
         lines = [f"\\begin{{tabular}}{{{spec}}}", "\\toprule"]
-        lines.append(" & ".join(_headers(comparison.columns)) + " \\\\")
+        lines.append(" & ".join(_headers(comparison)) + " \\\\")
         lines.append("\\midrule")
         for cells in _text_rows(comparison, pm="$\\pm$"):
             escaped = [c.replace("%", "\\%").replace("_", "\\_").replace("<", "$<$") for c in cells]
@@ -232,7 +241,8 @@ def _csv(comparison: Comparison) -> str:
         if any(t in r.cells and r.cells[t].judging for r in comparison.rows)
     ]
     writer.writerow(
-        ["model", "method", "source", "paper_name", "same_variant", "comparable", "params"]
+        ["model", "method", "objective", "source", "paper_name", "same_variant", "comparable"]
+        + ["params"]
         + [f"{t}{suffix}" for t in comparison.columns for suffix in suffixes]
         + ["average", "average_tasks"]
         + [f"{t}_judged" for t in judged]
@@ -250,7 +260,8 @@ def _csv(comparison: Comparison) -> str:
             values += [_num(d and d.p), d.verdict if d else ""]
         how = [row.cells[t].judging if t in row.cells else None for t in judged]
         writer.writerow(
-            [row.model, row.method, row.source, row.name, row.same_variant, row.comparable]
+            [row.model, row.method, row.objective, row.source, row.name, row.same_variant]
+            + [row.comparable]
             + [_num(row.params)]
             + values
             + [_num(row.average), " ".join(averaged_tasks(row, comparison.columns))]

@@ -38,6 +38,12 @@ class Row:
     judged_otherwise: list[str] = field(default_factory=list)  # paper rows: judged unlike the run
     average_tasks: list[str] | None = None  # what "avg" averages; None: every cell of the row
     variant: Variant | None = None
+    objective: str = "sft"  # train.objective of its runs (paper rows: supervised)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What its runs are grouped by: the model, the label and the objective."""
+        return (self.model, self.method, self.objective)
 
     @property
     def average(self) -> float | None:
@@ -71,6 +77,21 @@ class Comparison:
 
     def places(self, task: str) -> int:
         return self.decimals.get(task, 1)
+
+    @property
+    def objectives(self) -> bool:
+        """Whether a row was trained otherwise than supervised (then an objective column)."""
+        return any(row.objective != "sft" for row in self.rows)
+
+
+def baseline_rows(rows: list[Row], baseline: str) -> dict[str, Row]:
+    """Each model's row of the baseline method (the supervised one, if it was trained both
+    ways: a DPO row is then compared with its own method trained by SFT)."""
+    base: dict[str, Row] = {}
+    for row in rows:
+        if row.method == baseline and (row.model not in base or row.objective == "sft"):
+            base[row.model] = row
+    return base
 
 
 def order_columns(tasks: set[str]) -> list[str]:

@@ -118,7 +118,10 @@ def variant_of(config: dict, results: dict | None = None) -> Variant:
         lora_rank = lora.get("rank", (preset.get("lora") or {}).get("rank", 8))
     if kind == "joint":
         mode = (config.get("eval") or {}).get("joint_mode", "both")
-    return Variant(method, rank, lora_rank, activation, layers, mode, rank_match, positions, site)
+    objective = (config.get("train") or {}).get("objective", "sft")
+    return Variant(
+        method, rank, lora_rank, activation, layers, mode, rank_match, positions, site, objective
+    )
 
 
 def variant_label(variant: Variant) -> str:

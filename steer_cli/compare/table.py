@@ -6,7 +6,7 @@ import statistics
 
 from steer_cli.compare.intervals import add_statistics
 from steer_cli.compare.paper import check_paper, with_paper
-from steer_cli.compare.rows import JUDGED, Cell, Comparison, Row, order_columns
+from steer_cli.compare.rows import JUDGED, Cell, Comparison, Row, baseline_rows, order_columns
 from steer_cli.compare.runs import Record
 from steer_cli.compare.stats import method_lines
 from steer_cli.errors import SteerError
@@ -24,13 +24,13 @@ def build_rows(
     """The task columns and the rows (test scores only, with paper rows beside matching ones),
     each runs cell with its interval (and paired difference with ``baseline``, read against
     ``margin``)."""
-    groups: dict[tuple[str, str], dict[str, list[Record]]] = {}
-    params: dict[tuple[str, str], list[float]] = {}
+    groups: dict[tuple[str, str, str], dict[str, list[Record]]] = {}
+    params: dict[tuple[str, str, str], list[float]] = {}
     variants = {}
     for r in records:
         if r.status != "ok":  # failed, unfinished, or scored on another split than test
             continue
-        key = (r.model, r.label)
+        key = (r.model, r.label, (r.variant.objective if r.variant else None) or "sft")
         groups.setdefault(key, {}).setdefault(r.task, []).append(r)
         variants.setdefault(key, r.variant)
         if r.params is not None:
@@ -38,7 +38,7 @@ def build_rows(
 
     rows = []
     notes: list[str] = []
-    for (model, label), by_task in sorted(groups.items()):
+    for (model, label, objective), by_task in sorted(groups.items()):
         cells = {task: _cell(runs) for task, runs in by_task.items()}
         for task, runs in by_task.items():
             judgings = {r.judging for r in runs if r.judging is not None}
@@ -49,9 +49,13 @@ def build_rows(
                     f"{model} {label}: its {task} runs were judged differently: "
                     + "; ".join(sorted(j.describe() for j in judgings))
                 )
-        share = params.get((model, label))
+        key = (model, label, objective)
+        share = params.get(key)
         mean_share = statistics.fmean(share) if share else None
-        rows.append(Row(model, label, "runs", mean_share, cells, variant=variants[(model, label)]))
+        variant = variants[key]
+        rows.append(
+            Row(model, label, "runs", mean_share, cells, variant=variant, objective=objective)
+        )
 
     if baseline is not None:
         _add_deltas(rows, baseline)
@@ -83,7 +87,7 @@ def _cell(runs: list[Record]) -> Cell:
 
 
 def _add_deltas(rows: list[Row], baseline: str) -> None:
-    base = {row.model: row for row in rows if row.method == baseline}
+    base = baseline_rows(rows, baseline)
     if not base:
         methods = sorted({row.method for row in rows})
         raise SteerError(

@@ -16,6 +16,7 @@ from steer_cli.data.tasks import (
     template_fields,
 )
 from steer_cli.errors import SteerError
+from steer_cli.recipe.objectives import PreferenceDataSection
 from steer_cli.recipe.strict import Strict
 
 
@@ -95,6 +96,7 @@ class DataSection(Strict):
     )
     listops: ListOpsSection = ListOpsSection()
     local: LocalTaskSection = LocalTaskSection()
+    preferences: PreferenceDataSection = PreferenceDataSection()
 
     @model_validator(mode="after")
     def _task_defaults(self) -> DataSection:

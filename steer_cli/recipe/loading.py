@@ -62,7 +62,24 @@ def build_recipe(raw: dict) -> Recipe:
             raise SteerError(
                 f"eval.joint_mode={recipe.eval.joint_mode} is for joint runs, not {method!r}"
             )
+    _check_objective(recipe)
     return recipe
+
+
+def _check_objective(recipe: Recipe) -> None:
+    """Preference data and ``train.objective: dpo`` come together."""
+    given = recipe.data.preferences.given
+    if recipe.train.objective == "dpo" and not given:
+        raise SteerError(
+            "train.objective=dpo needs preference data (rows with prompt, chosen, rejected)",
+            "set data.preferences.path=FILE_OR_DIR, data.preferences.files.train=FILE or "
+            "data.preferences.hub=DATASET",
+        )
+    if recipe.train.objective != "dpo" and given:
+        raise SteerError(
+            f"data.preferences is read by train.objective=dpo, not {recipe.train.objective}",
+            "set train.objective=dpo, or drop data.preferences",
+        )
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from steer_cli.recipe.adapter import AdapterSection
 from steer_cli.recipe.data import DataSection, ListOpsSection, LocalTaskSection
+from steer_cli.recipe.objectives import OBJECTIVES, DpoSection
 from steer_cli.recipe.strict import Strict
 
 __all__ = [
@@ -86,6 +87,9 @@ class OrthSection(Strict):
 
 
 class TrainSection(Strict):
+    objective: Literal[OBJECTIVES] = Field(
+        "sft", description="sft: the answers' cross-entropy; dpo: preference pairs (see dpo)"
+    )
     lr: float = Field(2e-3, gt=0, description="learning rate [default: the method's]")
     epochs: float = Field(1.0, gt=0, description="passes over train [default: the task's]")
     max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
@@ -163,6 +167,7 @@ class Recipe(Strict):
     orth: OrthSection = OrthSection()
     data: DataSection = DataSection()
     train: TrainSection = TrainSection()
+    dpo: DpoSection = DpoSection()
     eval: EvalSection = EvalSection()
 
     def resolved(self) -> dict:
