@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from steer_cli.recipe.strict import Strict
 
 OBJECTIVES = ("sft", "dpo")
 DPO_LOSSES = ("sigmoid",)
 
 
-class PreferenceDataSection(BaseModel):
+class PreferenceDataSection(Strict):
     """Preference pairs in TRL's format (``prompt``, ``chosen``, ``rejected``; plain text, or
     conversational lists of ``{role, content}`` messages), from local files or the hub."""
-
-    model_config = ConfigDict(extra="forbid")
 
     path: str | None = Field(
         None, description="a file, or a directory of split files (train.jsonl, test.jsonl)"
@@ -46,10 +46,8 @@ class PreferenceDataSection(BaseModel):
         return self
 
 
-class DpoSection(BaseModel):
+class DpoSection(Strict):
     """Direct preference optimisation (``train.objective: dpo``), as TRL's DPOTrainer defines it."""
-
-    model_config = ConfigDict(extra="forbid")
 
     beta: float = Field(
         0.1, gt=0, description="how far from the reference the policy may move (TRL's 0.1)"
