@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from steer_cli import losses, train
-from steer_cli.data.encode import IGNORE_INDEX, encode_for_training
+from steer_cli.data.encode import IGNORE_INDEX, encode_for_training, prompt_token_ids
 from steer_cli.data.tasks import Example
 from steer_cli.engine.attach import Interventions
 from steer_cli.errors import SteerError
@@ -125,12 +125,17 @@ def test_loss_masks_the_prompt_and_supervises_eos():
 
 def test_long_prompts_are_cut_from_the_left_and_answers_never():
     _, tokenizer = load_model("tiny-llama")
-    long = Example(prompt="x " * 300, target="<answer>2</answer>", answer="2")
+    long = Example(
+        prompt=" ".join(f"w{i}" for i in range(300)), target="<answer>2</answer>", answer="2"
+    )
     huge_answer = Example(prompt="p", target="y" * 400, answer="y")
     rows, stats = encode_for_training(tokenizer, [long, huge_answer], chat=False, max_length=64)
     assert stats.truncated == 1 and stats.dropped == 1 and stats.kept == 1
     (row,) = rows
     assert len(row["input_ids"]) == 64
+    kept = [t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label < 0]
+    whole = prompt_token_ids(tokenizer, long.prompt, False)
+    assert kept == whole[-len(kept) :]  # the prompt's end, next to the answer, is what stays
     target = tokenizer("<answer>2</answer>", add_special_tokens=False)["input_ids"]
     assert [t for t in row["labels"] if t != IGNORE_INDEX] == target + [tokenizer.eos_token_id]
 

@@ -61,16 +61,28 @@ def encode_for_training(
     for example in examples:
         prompt = prompt_token_ids(tokenizer, example.prompt, chat)
         target = target_token_ids(tokenizer, example.target)
-        room = max_length - len(target)
-        if room < 1:
-            stats.dropped += 1
-            continue
-        if len(prompt) > room:
-            prompt = prompt[-room:]
-            stats.truncated += 1
-        stats.kept += 1
-        rows.append({"input_ids": prompt + target, "labels": [IGNORE_INDEX] * len(prompt) + target})
+        prompt = fit_prompt(prompt, len(target), max_length, stats)
+        if prompt is not None:
+            rows.append(
+                {"input_ids": prompt + target, "labels": [IGNORE_INDEX] * len(prompt) + target}
+            )
     return rows, stats
+
+
+def fit_prompt(
+    prompt: list[int], answer_length: int, max_length: int, stats: EncodeStats
+) -> list[int] | None:
+    """The prompt cut from the left so that the answer fits whole (an answer is never
+    truncated), or None when the answer alone does not fit; counted in ``stats``."""
+    room = max_length - answer_length
+    if room < 1:
+        stats.dropped += 1
+        return None
+    if len(prompt) > room:
+        prompt = prompt[-room:]
+        stats.truncated += 1
+    stats.kept += 1
+    return prompt
 
 
 def collate_right_padded(rows: list[dict], pad_id: int):

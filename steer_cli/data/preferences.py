@@ -19,6 +19,7 @@ from steer_cli.data.base import RowError, Task, split_plan_of
 from steer_cli.data.encode import (
     IGNORE_INDEX,
     EncodeStats,
+    fit_prompt,
     prompt_token_ids,
     target_token_ids,
 )
@@ -183,15 +184,11 @@ def encode_preferences(
         prompt = _prompt_ids(tokenizer, pair.prompt, chat)
         chosen = target_token_ids(tokenizer, pair.chosen)
         rejected = target_token_ids(tokenizer, pair.rejected)
-        room = max_length - max(len(chosen), len(rejected))
-        if room < 1:
-            stats.dropped += 1
-            continue
-        if len(prompt) > room:
-            prompt = prompt[-room:]
-            stats.truncated += 1
-        stats.kept += 1
-        rows.append({"chosen": _sequence(prompt, chosen), "rejected": _sequence(prompt, rejected)})
+        prompt = fit_prompt(prompt, max(len(chosen), len(rejected)), max_length, stats)
+        if prompt is not None:
+            rows.append(
+                {"chosen": _sequence(prompt, chosen), "rejected": _sequence(prompt, rejected)}
+            )
     return rows, stats
 
 
