@@ -35,6 +35,7 @@ from claims_verdicts import (
     run_name,
     seed_test,
     versus,
+    within,
 )
 
 _T4 = "Table 4, Llama-3.2-1B (no ListOps in Table 4), GSM8K / BoolQ / WinoG: "
@@ -93,16 +94,13 @@ def _strongest_claim(ctx: Context) -> Claim:
         f"{singles}. A = {described(ctx, 'joint/joint-orth')}; B = the strongest single method "
         f"on validation ({run_name(strongest.key)})"
     )
-    pair = ctx.pair("joint/joint-orth", strongest.key) if strongest.n else "not run"
-    if isinstance(pair, str):
-        finding = Finding(f"{measured}: {pair}", NOT_RUN, "")
-    else:
-        finding = Finding(
-            f"{measured}; {pair.text()}",
-            at_least(pair, margin),
-            at_least_rule(margin, source),
-            versus(ctx.cell("joint/joint-orth"), strongest),
-        )
+    finding = within(
+        ctx.pair("joint/joint-orth", strongest.key) if strongest.n else "not run",
+        measured,
+        lambda pair: at_least(pair, margin),
+        at_least_rule(margin, source),
+        versus(ctx.cell("joint/joint-orth"), strongest),
+    )
     return Claim(
         "Joint-Orth matches or exceeds the strongest single method",
         "§6.4 and Table 4",

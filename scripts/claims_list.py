@@ -43,9 +43,11 @@ from claims_verdicts import (
     beats,
     decide,
     described,
+    measured_pair,
     pair_claim,
     run_name,
     versus,
+    within,
 )
 
 __all__ = ["INCONCLUSIVE", "NOT_RUN", "OPPOSITE", "PASSED", "SHOWN", "Claim", "Context", "claims"]
@@ -115,16 +117,13 @@ def _location_claims(ctx: Context) -> list[Claim]:
     """Where to steer: post-block against SFT and against the sub-layer sites."""
     gaps = _sft_gaps()
     margin = max(gaps)
-    pair = ctx.pair("location/postblock", "location/sft")
-    if isinstance(pair, str):
-        close = Finding(pair, NOT_RUN, "")
-    else:
-        close = Finding(
-            f"{_ab(ctx, 'location/postblock', 'location/sft')}; {pair.text()}",
-            at_least(pair, margin),
-            at_least_rule(margin, "Table 1's largest ListOps gap of Ours below SFT"),
-            versus(ctx.cell("location/postblock"), ctx.cell("location/sft")),
-        )
+    close = within(
+        ctx.pair("location/postblock", "location/sft"),
+        measured_pair(ctx, "location/postblock", "location/sft"),
+        lambda pair: at_least(pair, margin),
+        at_least_rule(margin, "Table 1's largest ListOps gap of Ours below SFT"),
+        versus(ctx.cell("location/postblock"), ctx.cell("location/sft")),
+    )
     return [
         Claim(
             "Post-block steering comes close to full fine-tuning",
@@ -171,10 +170,6 @@ def _location_claims(ctx: Context) -> list[Claim]:
     ]
 
 
-def _ab(ctx: Context, a: str, b: str) -> str:
-    return f"A = {described(ctx, a)}; B = {described(ctx, b)}"
-
-
 def _baseline_claims(ctx: Context) -> list[Claim]:
     """Post-block against the paper's baselines at Table 1's budgets: ReFT and LoRA."""
     margin, where = largest_shortfall(
@@ -183,16 +178,13 @@ def _baseline_claims(ctx: Context) -> list[Claim]:
     source = "the most Table 1's 1B-scale Ours rows fall below LoRA, on any task"
     if where:
         source += f" ({where[0]}, {where[1]})"
-    pair = ctx.pair("location/postblock", "location/lora")
-    if isinstance(pair, str):
-        lora = Finding(pair, NOT_RUN, "")
-    else:
-        lora = Finding(
-            f"{_ab(ctx, 'location/postblock', 'location/lora')}; {pair.text()}",
-            at_least(pair, margin),
-            at_least_rule(margin, source),
-            versus(ctx.cell("location/postblock"), ctx.cell("location/lora")),
-        )
+    lora = within(
+        ctx.pair("location/postblock", "location/lora"),
+        measured_pair(ctx, "location/postblock", "location/lora"),
+        lambda pair: at_least(pair, margin),
+        at_least_rule(margin, source),
+        versus(ctx.cell("location/postblock"), ctx.cell("location/lora")),
+    )
     gap = paper("table1", "Ours", "listops") - paper("table1", "ReFT", "listops")
     reft_limits = (
         f"{_SCALE}. The paper's ListOps gap over ReFT on Llama-3.2-1B is {gap:.1f} points; "
@@ -277,20 +269,16 @@ def _nonlinear_claim(ctx: Context) -> Claim:
         for kind in ("nonlinear", "linear")
     }
     margin = round(t3["nonlinear"] - t3["linear"], digits)
-    pair = ctx.pair("nonlinear/postblock-silu", "location/postblock")
-    measured = _ab(ctx, "nonlinear/postblock-silu", "location/postblock")
-    if isinstance(pair, str):
-        finding = Finding(f"{measured}: {pair}", NOT_RUN, "")
-    else:
-        finding = Finding(
-            f"{measured}; {pair.text()}",
-            at_most(pair, margin),
-            f"'adds little' with the margin stated before measuring, M = {margin:.{digits}f} "
-            "points (Table 3's gap of the nonlinear adapter over the linear one): shown if the "
-            "whole 95% interval of A − B lies below +M; opposite if it lies wholly above +M; "
-            "otherwise inconclusive at this scale",
-            versus(ctx.cell("nonlinear/postblock-silu"), ctx.cell("location/postblock")),
-        )
+    finding = within(
+        ctx.pair("nonlinear/postblock-silu", "location/postblock"),
+        measured_pair(ctx, "nonlinear/postblock-silu", "location/postblock"),
+        lambda pair: at_most(pair, margin),
+        f"'adds little' with the margin stated before measuring, M = {margin:.{digits}f} "
+        "points (Table 3's gap of the nonlinear adapter over the linear one): shown if the "
+        "whole 95% interval of A − B lies below +M; opposite if it lies wholly above +M; "
+        "otherwise inconclusive at this scale",
+        versus(ctx.cell("nonlinear/postblock-silu"), ctx.cell("location/postblock")),
+    )
     return Claim(
         "A nonlinearity adds little to the post-block adapter",
         "§6.3 and Figure 5 (Qwen3 0.6B to 8B on Winogrande); Table 3's "

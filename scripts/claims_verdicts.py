@@ -111,6 +111,16 @@ def beats(pair: Pair | str, measured: str, headline: str) -> Finding:
     )
 
 
+def within(
+    pair: Pair | str, measured: str, verdict: Callable[[Pair], str], rule: str, headline: str
+) -> Finding:
+    """A claim judged against a margin stated before measuring (``verdict``: :func:`at_least`
+    or :func:`at_most` with that margin); not run while ``pair`` is the reason it is missing."""
+    if isinstance(pair, str):
+        return Finding(f"{measured}: {pair}", NOT_RUN, "")
+    return Finding(f"{measured}; {pair.text()}", verdict(pair), rule, headline)
+
+
 def at_least(pair: Pair, margin: float) -> str:
     """A is no more than ``margin`` below B: the interval's lower end above -margin."""
     if pair.low > -margin:
