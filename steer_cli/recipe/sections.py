@@ -9,24 +9,9 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from steer_cli.recipe.adapter import AdapterSection
-from steer_cli.recipe.data import DataSection, ListOpsSection, LocalTaskSection
+from steer_cli.recipe.data import DataSection
 from steer_cli.recipe.objectives import OBJECTIVES, DpoSection
 from steer_cli.recipe.strict import Strict
-
-__all__ = [
-    "LORA_TARGETS",
-    "ORTH_WRITERS",
-    "AdapterSection",
-    "DataSection",
-    "EvalSection",
-    "ListOpsSection",
-    "LocalTaskSection",
-    "LoraSection",
-    "ModelSection",
-    "OrthSection",
-    "Recipe",
-    "TrainSection",
-]
 
 
 class ModelSection(Strict):
