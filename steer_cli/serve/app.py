@@ -77,7 +77,9 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        return {"status": "ok"}
+        """Liveness, and how requests were batched (sizes of the batches run so far)."""
+        sizes = batcher.batches
+        return {"status": "ok", "batches": len(sizes), "largest_batch": max(sizes, default=0)}
 
     @app.get("/v1/models", dependencies=auth)
     async def models():
