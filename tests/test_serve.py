@@ -130,18 +130,16 @@ class Server:
         return self.process.wait(timeout=60)
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A trained tiny post-block run (one step: its adapter is no longer the identity); trained
-    with the chat template, as tiny-llama has one."""
+def _train(root: Path, *overrides: str) -> Path:
+    """A trained tiny post-block run (trained with the chat template, as tiny-llama has one)
+    whose adapter makes a large edit: one step moves it too little to change a greedy answer,
+    and steered and base answers must differ for a mix-up between them to show."""
     import torch
     from safetensors.torch import load_file, save_file
 
-    root = tmp_path_factory.mktemp("runs")
     (root / "tiny.yaml").write_text(RECIPE)
-    _ok(runner.invoke(app, ["train", str(root / "tiny.yaml"), "-o", str(root / "run")]))
-    # One step moves the adapter too little to change a greedy answer: make its edit large,
-    # so that steered and base answers differ and a mix-up between them shows.
+    args = ["train", str(root / "tiny.yaml"), "-o", str(root / "run"), *overrides]
+    _ok(runner.invoke(app, args))
     weights = root / "run" / "adapter.safetensors"
     generator = torch.Generator().manual_seed(0)
     tensors = {
@@ -150,6 +148,11 @@ def run_dir(tmp_path_factory):
     }
     save_file(tensors, weights)
     return root / "run"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("runs"))
 
 
 @pytest.fixture(scope="module")
@@ -482,3 +485,29 @@ def test_bad_target_is_a_clean_error(tmp_path):
     result = runner.invoke(app, ["serve", str(tmp_path / "missing")])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "no run directory or model" in result.output
+
+
+def test_positions_mean_what_they_mean_in_training(tmp_path):
+    """An adapter on the first and last two prompt tokens only: concurrent requests of
+    different lengths, batched with left padding, each steered at its own prompt tokens, so
+    their answers are `steer generate`'s (which batches them differently)."""
+    run = _train(tmp_path, "adapter.positions=f2+l2")
+    prompts = [f"{'(' * i} question {i}" for i in range(6)]
+    args = ["generate", str(run), *prompts, "--max-new-tokens", "8", "--json", "--compare-base"]
+    expected = [json.loads(line) for line in _ok(runner.invoke(app, args)).stdout.splitlines()]
+    assert [r["output"] for r in expected] != [r["base_output"] for r in expected]
+    server = Server([str(run), "--batch-window-ms", "200"], tmp_path / "server.log")
+    try:
+
+        def ask(prompt: str) -> str:
+            body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": 8}
+            response = server.post("chat/completions", body)
+            assert response.status_code == 200, response.text
+            return response.json()["choices"][0]["message"]["content"]
+
+        with ThreadPoolExecutor(len(prompts)) as pool:
+            answers = list(pool.map(ask, prompts))
+        assert server.health()["largest_batch"] > 1
+        assert answers == [r["output"] for r in expected]
+    finally:
+        server.stop()
