@@ -35,8 +35,9 @@ def build(
 
     from steer_cli.evaluate.command import load_target
     from steer_cli.generate import default_max_new_tokens
-    from steer_cli.serve.app import BASE_ID, Settings, create_app
+    from steer_cli.serve.app import create_app
     from steer_cli.serve.engine import Engine
+    from steer_cli.serve.routes import BASE_ID, Settings
 
     if api_key is not None and not api_key.strip():
         raise SteerError("--api-key is empty", "pass a non-empty key, or no --api-key")
