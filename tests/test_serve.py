@@ -397,6 +397,8 @@ def _is_openai_error(response: requests.Response, status: int, param=None) -> di
         ("completions", {"prompt": "x", "max_tokens": -1}, 400, "max_tokens"),
         ("completions", {"prompt": [5, 10**9]}, 400, "prompt"),
         ("completions", {"prompt": []}, 400, "prompt"),
+        ("completions", {"prompt": 5}, 400, "prompt"),
+        ("completions", {"prompt": "x", "stop": [""]}, 400, "stop"),
         ("completions", {"prompt": "x", "n": 2}, 400, "n"),
         ("completions", {"prompt": "x", "model": "gpt-4"}, 404, "model"),
         ("completions", {"max_tokens": 3}, 400, "prompt"),

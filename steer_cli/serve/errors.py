@@ -5,11 +5,9 @@ the same shape and the next request is served."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -20,8 +18,15 @@ _TYPES = {
     401: "authentication_error",
     404: "not_found_error",
     405: "invalid_request_error",
-    413: "invalid_request_error",
-    503: "server_error",
+}
+
+
+# pydantic names the member of a union type in the error's location (after the field's name).
+_UNION_TAGS = {"str", "list[str]", "list[int]", "list[list[int]]", "list[TextPart]"}
+_UNION_FIELDS = {
+    "prompt": "a string, a list of strings, a list of token ids or a list of such lists",
+    "stop": "a string or a list of strings",
+    "content": "a string or a list of text parts",
 }
 
 
@@ -54,25 +59,27 @@ def response(err: ApiError) -> JSONResponse:
 
 
 def invalid(problems: list[dict]) -> ApiError:
-    """pydantic's first complaint (``ValidationError.errors()``), in one sentence that names
-    the field."""
+    """pydantic's first complaint (``ValidationError.errors()``) in one sentence naming the
+    field; ``param`` is the top-level field, as OpenAI's."""
     if not problems:
         return ApiError("invalid request body")
     first = problems[0]
-    where = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(where) or None
-    kind = first.get("type", "")
-    if kind == "json_invalid":
-        ctx = first.get("ctx", {}).get("error", "")
-        return ApiError(f"the request body is not valid JSON ({ctx})".replace(" ()", ""))
-    if kind == "extra_forbidden":
-        return ApiError(f"unknown field {param!r}", param=param, code="unknown_field")
-    if kind == "missing":
-        return ApiError(f"missing required field {param!r}", param=param)
-    if kind in ("model_attributes_type", "model_type"):
+    kind, loc = first.get("type", ""), list(first.get("loc", ()))
+    if kind == "model_type":
         return ApiError("the request body must be a JSON object")
-    message = first.get("msg", "invalid value")
-    return ApiError(f"{param}: {message}" if param else message, param=param)
+    union = next((i for i, p in enumerate(loc) if isinstance(p, str) and p in _UNION_TAGS), None)
+    path = ".".join(str(p) for p in (loc if union is None else loc[:union]))
+    param = str(loc[0]) if loc else None
+    if kind == "extra_forbidden":
+        return ApiError(f"unknown field {path!r}", param=param, code="unknown_field")
+    if kind == "missing":
+        return ApiError(f"missing required field {path!r}", param=param)
+    if union is not None:
+        field = str(loc[union - 1]) if union else ""
+        what = _UNION_FIELDS.get(field, "one of the types OpenAI's API reference gives")
+        return ApiError(f"{path}: must be {what}", param=param)
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return ApiError(f"{path}: {message}" if path else message, param=param)
 
 
 def install(app: FastAPI) -> None:
@@ -81,14 +88,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(request: Request, err: ApiError):
         return response(err)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, err: RequestValidationError):
-        return response(invalid(err.errors()))
-
-    @app.exception_handler(json.JSONDecodeError)
-    async def _json(request: Request, err: json.JSONDecodeError):
-        return response(ApiError(f"the request body is not valid JSON ({err.msg})"))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, err: StarletteHTTPException):
