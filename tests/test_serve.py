@@ -130,7 +130,7 @@ class Server:
         return self.process.wait(timeout=60)
 
 
-def _train(root: Path, *overrides: str) -> Path:
+def _train(root: Path, *overrides: str, weights: str = "adapter.safetensors") -> Path:
     """A trained tiny post-block run (trained with the chat template, as tiny-llama has one)
     whose adapter makes a large edit: one step moves it too little to change a greedy answer,
     and steered and base answers must differ for a mix-up between them to show."""
@@ -140,7 +140,7 @@ def _train(root: Path, *overrides: str) -> Path:
     (root / "tiny.yaml").write_text(RECIPE)
     args = ["train", str(root / "tiny.yaml"), "-o", str(root / "run"), *overrides]
     _ok(runner.invoke(app, args))
-    weights = root / "run" / "adapter.safetensors"
+    weights = root / "run" / weights
     generator = torch.Generator().manual_seed(0)
     tensors = {
         k: torch.randn(v.shape, generator=generator, dtype=v.dtype) * 0.5
@@ -511,5 +511,26 @@ def test_positions_mean_what_they_mean_in_training(tmp_path):
             answers = list(pool.map(ask, prompts))
         assert server.health()["largest_batch"] > 1
         assert answers == [r["output"] for r in expected]
+    finally:
+        server.stop()
+
+
+def test_an_sft_runs_base_is_its_base_model(tmp_path):
+    """An SFT run's trained part is its weights: `base` loads the base model beside it (once)
+    and answers as `steer generate --compare-base` does."""
+    run = _train(tmp_path, "method=sft", weights="model/model.safetensors")
+    args = ["generate", str(run), *PROMPTS, "--max-new-tokens", "8", "--json", "--compare-base"]
+    expected = [json.loads(line) for line in _ok(runner.invoke(app, args)).stdout.splitlines()]
+    assert [r["output"] for r in expected] != [r["base_output"] for r in expected]
+    server = Server([str(run)], tmp_path / "server.log")
+    try:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+        for prompt, row in zip(PROMPTS, expected, strict=True):
+            messages = [{"role": "user", "content": prompt}]
+            for model, key in (("base", "base_output"), ("run", "output"), ("base", "base_output")):
+                answer = client.chat.completions.create(
+                    model=model, messages=messages, max_tokens=8
+                )
+                assert answer.choices[0].message.content == row[key]
     finally:
         server.stop()
