@@ -171,8 +171,8 @@ def client(server):
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
 
 
-def _generate(run_dir, *options) -> list[dict]:
-    args = ["generate", str(run_dir), *PROMPTS, "--max-new-tokens", "12", "--json", *options]
+def _generate(run_dir, *options, prompts=PROMPTS) -> list[dict]:
+    args = ["generate", str(run_dir), *prompts, "--max-new-tokens", "12", "--json", *options]
     result = _ok(runner.invoke(app, args))
     return [json.loads(line) for line in result.stdout.splitlines()]
 
@@ -205,6 +205,20 @@ def test_chat_and_completions_equal_steer_generate(run_dir, client):
         completion = client.completions.create(model=NAME, prompt=prompt, max_tokens=12)
         assert completion.choices[0].text == raw["output"]
         assert completion.usage.completion_tokens <= 12
+
+
+def test_sampling_equals_steer_generate_with_the_same_seed(run_dir, client):
+    """temperature/top_p/seed sample as `steer generate` samples (a request alone in its
+    batch draws what `steer generate` draws for one prompt)."""
+    sampling = ["--temperature", "1.5", "--top-p", "0.9", "--seed", "3"]
+    [row] = _generate(run_dir, *sampling, prompts=[PROMPTS[1]])
+    messages = [{"role": "user", "content": PROMPTS[1]}]
+    sampled = client.chat.completions.create(
+        model=NAME, messages=messages, max_tokens=12, temperature=1.5, top_p=0.9, seed=3
+    )
+    assert sampled.choices[0].message.content == row["output"]
+    greedy = client.chat.completions.create(model=NAME, messages=messages, max_tokens=12)
+    assert greedy.choices[0].message.content != row["output"]
 
 
 def test_streaming_sends_the_same_text(client):
@@ -398,6 +412,9 @@ def _is_openai_error(response: requests.Response, status: int, param=None) -> di
         ("completions", {"prompt": [5, 10**9]}, 400, "prompt"),
         ("completions", {"prompt": []}, 400, "prompt"),
         ("completions", {"prompt": 5}, 400, "prompt"),
+        ("completions", {"prompt": "x", "top_p": 0}, 400, "top_p"),
+        ("completions", {"prompt": "x", "logprobs": 50}, 400, "logprobs"),
+        ("completions", {"prompt": "x", "logprobs": 1, "stream": True}, 400, "logprobs"),
         ("completions", {"prompt": "x", "stop": [""]}, 400, "stop"),
         ("completions", {"prompt": "x", "n": 2}, 400, "n"),
         ("completions", {"prompt": "x", "model": "gpt-4"}, 404, "model"),
