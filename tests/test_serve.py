@@ -500,10 +500,20 @@ def test_api_key_and_sigterm_drain(tmp_path):
         server.stop()
 
 
-def test_bad_target_is_a_clean_error(tmp_path):
-    result = runner.invoke(app, ["serve", str(tmp_path / "missing")])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{tmp}/missing"], "no run directory or model"),
+        (["tiny-llama", "--max-prompt-tokens", "512"], "leaves no room in the model's context"),
+        (["tiny-llama", "--name", "base"], "is the id of the base model"),
+        (["tiny-llama", "--api-key", " "], "--api-key is empty"),
+    ],
+)
+def test_bad_options_are_clean_errors(tmp_path, args, message):
+    args = [a.format(tmp=tmp_path) for a in args]
+    result = runner.invoke(app, ["serve", *args])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "no run directory or model" in result.output
+    assert message in result.output
 
 
 def test_positions_mean_what_they_mean_in_training(tmp_path):

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from steer_cli.cli.app import app
-from steer_cli.errors import SteerError
 
 DEFAULT_MAX_NEW_TOKENS_CAP = 1024
 DEFAULT_MAX_PROMPT_TOKENS = 8192  # where the model's config gives no context length
@@ -83,11 +82,10 @@ def serve(
 
     from steer_cli.serve.launch import build
 
-    if max_prompt_tokens is not None and max_prompt_tokens < 1:
-        raise SteerError("--max-prompt-tokens must be at least 1")
+    path = Path(target).expanduser()
     server = build(
         target,
-        name=name or Path(target).expanduser().resolve().name,
+        name=name or (path.resolve().name if path.exists() else target),
         host=host,
         port=port,
         api_key=api_key,
@@ -101,4 +99,6 @@ def serve(
         force=force,
         log_level=log_level,
     )
+    ids = " and ".join(server.config.app.state.model_ids)
+    typer.echo(f"steer serve: model {ids} at http://{host}:{port}/v1 (Ctrl-C stops)", err=True)
     server.run()

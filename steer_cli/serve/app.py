@@ -34,6 +34,7 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
     app.state.batcher = batcher
     errors.install(app)
     served = Served(engine, settings, batcher)
+    app.state.model_ids = served.model_ids()
 
     def authorized(request: Request) -> None:
         if settings.api_key is None:
