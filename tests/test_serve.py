@@ -456,7 +456,15 @@ def test_api_key_and_sigterm_drain(tmp_path):
         )
         _is_openai_error(requests.get(f"{server.url}/v1/models", timeout=10), 401)
         good = openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0)
+        bearer = {"Authorization": f"Bearer {KEY}"}
         assert good.completions.create(**body).choices[0].text
+
+        # the model's context (512) holds prompt + max_tokens: a default budget shrinks to fit
+        near_full = {"model": "tiny-llama", "prompt": "y" * 500}
+        fitted = good.completions.create(**near_full)
+        assert fitted.usage.prompt_tokens == 500 and fitted.usage.completion_tokens <= 12
+        over = server.post("completions", {**near_full, "max_tokens": 13}, headers=bearer)
+        assert _is_openai_error(over, 400, "prompt")["code"] == "context_length_exceeded"
 
         long = {"model": "tiny-llama", "prompt": "x", "max_tokens": 400}
         expected = good.completions.create(**long)
@@ -469,7 +477,7 @@ def test_api_key_and_sigterm_drain(tmp_path):
             with requests.post(
                 f"{server.url}/v1/completions",
                 json=long,
-                headers={"Authorization": f"Bearer {KEY}"},
+                headers=bearer,
                 timeout=120,
                 stream=True,
             ) as response:
