@@ -77,7 +77,9 @@ class Served:
             )
         return asked
 
-    def check_length(self, ids: list[int], max_new: int, param: str) -> None:
+    def fit(self, ids: list[int], max_new: int, asked: bool, param: str) -> int:
+        """The prompt's budget once its length is checked: the asked budget must fit in the
+        model's context with it; a default one shrinks to fit."""
         if not ids:
             raise ApiError("the prompt is empty (no tokens)", param=param)
         cap, context = self.settings.max_prompt_tokens, self.settings.context
@@ -89,12 +91,15 @@ class Served:
                 code="context_length_exceeded",
             )
         if context is not None and len(ids) + max_new > context:
+            if not asked and len(ids) < context:
+                return context - len(ids)
             raise ApiError(
                 f"the prompt ({len(ids)} tokens) and max_tokens ({max_new}) exceed the model's "
                 f"context of {context} tokens",
                 param=param,
                 code="context_length_exceeded",
             )
+        return max_new
 
     def token_ids(self, prompt: str | list[int]) -> list[int]:
         from steer_cli.data.encode import prompt_token_ids
@@ -136,9 +141,9 @@ class Served:
         jobs, echoed = [], []
         for prompt in body.prompts():
             ids = self.token_ids(prompt)
-            self.check_length(ids, max_new, "prompt")
+            fitted = self.fit(ids, max_new, body.max_tokens is not None, "prompt")
             echoed.append(prompt if isinstance(prompt, str) else self.tokenizer.decode(ids))
-            jobs.append(Job(ids, max_new, body.stops(), logprobs=body.logprobs, echo=body.echo))
+            jobs.append(Job(ids, fitted, body.stops(), logprobs=body.logprobs, echo=body.echo))
         reply = replies.Reply("cmpl", "text_completion", body.model or self.settings.name)
         if body.stream:
             return self.stream_completions(reply, jobs, decoding, body, echoed)
@@ -165,7 +170,7 @@ class Served:
         decoding = self.decoding(body)
         max_new = self.budget(body.budget(), "max_tokens")
         ids = self.chat_ids(body)
-        self.check_length(ids, max_new, "messages")
+        max_new = self.fit(ids, max_new, body.budget() is not None, "messages")
         want = (body.top_logprobs or 0) if body.logprobs else None
         if body.stream and want is not None:
             raise ApiError("logprobs are not streamed: drop stream or logprobs", param="logprobs")
