@@ -47,7 +47,8 @@ def _train_logged(
     from steer_cli.report import StepProgress
 
     recipe = prepared.recipe
-    total = planned_steps(len(prepared.train_rows), parts, recipe.train)
+    passes = getattr(objective, "passes", 1)
+    total = planned_steps(len(prepared.train_rows), parts, recipe.train, passes)
     done = resume.step if resume is not None else 0
     kept = metrics_path.read_text().splitlines()[:done] if done and metrics_path.is_file() else []
     metrics_path.write_text("".join(line + "\n" for line in kept))
@@ -166,18 +167,20 @@ def _save(
 
 
 def _frozen_reference(prepared: Prepared, recipe: Recipe) -> nn.Module | None:
-    """DPO on full fine-tuning: a frozen copy of the base model, its reference (the other
-    kinds disable their parts instead); announced, as it doubles the weights' memory."""
+    """DPO (or GRPO with a KL term) on full fine-tuning: a frozen copy of the base model, its
+    reference (the other kinds disable their parts instead); announced, as it doubles the
+    weights' memory."""
+    from steer_cli.objectives import needs_reference
     from steer_cli.parts import kind_of
 
-    if recipe.train.objective != "dpo" or kind_of(recipe) != "sft":
+    if not needs_reference(recipe) or kind_of(recipe) != "sft":
         return None
     from steer_cli.objectives import frozen_copy
     from steer_cli.report import err_console
 
     err_console.print(
-        "DPO with full fine-tuning: a frozen copy of the model is the reference "
-        "(the weights' memory twice)",
+        f"{recipe.train.objective.upper()} with full fine-tuning: a frozen copy of the model is "
+        "the reference (the weights' memory twice)",
         highlight=False,
     )
     return frozen_copy(prepared.model)
@@ -320,7 +323,9 @@ def run(
             base = None if kind_of(recipe) == "sft" else identity(prepared.model, recipe.model.name)
             reference = _frozen_reference(prepared, recipe)
             parts = build_parts(prepared.model, recipe)  # for LoRA, the peft model
-            objective = objective_for(recipe, parts, reference)
+            objective = objective_for(
+                recipe, parts, reference, task=prepared.task, tokenizer=prepared.tokenizer
+            )
             trainable = announce(parts, prepared)
             checkpointer = checkpoints.checkpointer_for(recipe, staged, results)
             metrics = run_dir / rundir.METRICS
