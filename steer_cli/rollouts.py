@@ -21,9 +21,9 @@ generate_ids`), so an adapter's positions mean in the samples what they mean in 
 
 The loss is TRL's default (``loss_type="dapo"``): the clipped surrogate per completion token,
 ``-min(ratio * A, clip(ratio, 1 - epsilon, 1 + epsilon_high) * A)``, plus ``beta`` times the k3
-estimate of the KL to the reference, summed over every completion token of the batch (every
-process's) and divided by their number. tests/test_grpo.py checks advantages and loss against
-TRL's own code.
+estimate of the KL to the reference times the ratio (TRL's ``use_bias_correction_kl``),
+summed over every completion token of the batch (every process's) and divided by their number.
+tests/test_grpo.py checks advantages and loss against TRL's own code.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def clipped_surrogate(
     ref_logps: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Per completion token (all arguments flat, one value per token): the clipped surrogate
-    loss (plus ``beta`` times the k3 KL estimate to the reference), the KL (None at
-    ``beta == 0``), and whether the token's ratio was clipped where it matters (TRL's
+    loss (plus ``beta`` times the k3 KL estimate to the reference, weighted by the ratio), the
+    KL (None at ``beta == 0``), and whether the token's ratio was clipped where it matters (TRL's
     ``clip_ratio/region_mean``)."""
     high = epsilon if epsilon_high is None else epsilon_high
     ratio = torch.exp(logps - old_logps)
@@ -83,7 +83,9 @@ def clipped_surrogate(
         if ref_logps is None:
             raise ValueError("beta > 0 needs the reference's log-probabilities")
         delta = ref_logps - logps
-        kl = torch.exp(delta) - delta - 1
+        # k3, weighted by the ratio (differentiable even where it is 1): TRL's default
+        # use_bias_correction_kl, the unbiased gradient of the reverse KL (DeepSeek-V3.2).
+        kl = (torch.exp(delta) - delta - 1) * ratio
         losses = losses + beta * kl
     region = ((ratio < 1 - epsilon) & (advantages < 0)) | ((ratio > 1 + high) & (advantages > 0))
     return losses, kl, region

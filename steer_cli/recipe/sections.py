@@ -77,6 +77,11 @@ class TrainSection(Strict):
         description="sft: the answers' cross-entropy; dpo: preference pairs (see dpo); grpo: "
         "sampled answers rewarded by the task's parser (see grpo)",
     )
+    init_from: str | None = Field(
+        None,
+        description="a finished run of this method and model whose trained parts training "
+        "starts from (e.g. an SFT adapter for GRPO or DPO); null: their initialisation",
+    )
     lr: float = Field(2e-3, gt=0, description="learning rate [default: the method's]")
     epochs: float = Field(1.0, gt=0, description="passes over train [default: the task's]")
     max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
