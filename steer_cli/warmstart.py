@@ -43,6 +43,30 @@ def check_start(recipe) -> None:
             f"{recipe.model.name}",
             f"set model.name={start.model.name}",
         )
+    if differ := _differences(start, recipe):
+        key, theirs, ours = differ[0]
+        raise SteerError(
+            f"train.init_from: {source} has {key}={theirs}, this recipe {key}={ours}",
+            "use the settings of the run you start from: "
+            + " ".join(f"{k}={v}" for k, v, _ in differ),
+        )
+
+
+def _differences(start, recipe) -> list[tuple[str, object, object]]:
+    """``(key, the run's, the recipe's)`` for each setting of the trained parts that differs
+    (an automatic rank, resolved later, is not compared)."""
+    from steer_cli.parts import kind_of
+
+    sections = {"adapter": ["adapter"], "lora": ["lora"], "joint": ["adapter", "lora"]}
+    out = []
+    for section in sections.get(kind_of(recipe), []):
+        theirs = getattr(start, section).model_dump(mode="json")
+        ours = getattr(recipe, section).model_dump(mode="json")
+        for key, value in ours.items():
+            if key in ("budget", "match") or value == "auto" or theirs.get(key) == value:
+                continue
+            out.append((f"{section}.{key}", theirs.get(key), value))
+    return out
 
 
 def trained_state(parts) -> dict[str, torch.Tensor]:

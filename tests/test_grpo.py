@@ -389,3 +389,73 @@ def test_dry_run_counts_the_samples_and_their_kv_cache(tmp_path, rows_file):
     extra = longer["memory"]["generation"] - four["memory"]["generation"]
     assert extra == 4 * 4 * 32 * per_token  # 4 prompts x G=4, 32 more tokens each
     assert eight["memory"]["activations"] > four["memory"]["activations"]
+
+
+# -- train.init_from ---------------------------------------------------------------------------
+
+
+def _sft_run(tmp_path, rows_file, method: str = "postblock", **adapter) -> Path:
+    raw = _raw(rows_file, method, objective="sft", max_steps=2)
+    del raw["grpo"]
+    if adapter:
+        raw["adapter"] = adapter
+    out = tmp_path / f"sft-{method}"
+    train.run(build_recipe(raw), out)
+    return out
+
+
+def test_grpo_starts_from_a_trained_run(tmp_path, rows_file):
+    """train.init_from: the GRPO run starts from the SFT run's adapter: its evaluation before
+    training is that run's after, and its first samples are scored by that policy."""
+    from safetensors.torch import load_file
+
+    start = _sft_run(tmp_path, rows_file)
+    raw = _raw(rows_file, max_steps=1, lr=1e-9)
+    raw["train"]["init_from"] = str(start)
+    raw["eval"]["before"] = True
+    trained = train.run(build_recipe(raw), tmp_path / "run")
+    sft = json.loads((start / "results.json").read_text())["eval"]["after"]
+    assert trained.results["eval"]["before"] == sft
+    theirs, ours = (load_file(d / "adapter.safetensors") for d in (start, tmp_path / "run"))
+    assert any(t.abs().max() > 0 for t in theirs.values())  # trained, not the identity
+    for key in theirs:
+        torch.testing.assert_close(ours[key], theirs[key], rtol=1e-5, atol=1e-7)
+
+
+def test_dpo_starts_from_a_trained_adapter(tmp_path, rows_file):
+    """DPO from an SFT adapter: the policy is that adapter, the reference the base (TRL's for a
+    PEFT model), so the first step's loss is no longer log 2."""
+    start = _sft_run(tmp_path, rows_file)
+    pairs = tmp_path / "prefs"
+    pairs.mkdir()
+    for split, n in (("train", 8), ("test", 2)):
+        rows = [{"prompt": f"Q{i}: ", "chosen": "yes", "rejected": "no"} for i in range(n)]
+        (pairs / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    raw = _raw(rows_file, objective="dpo", max_steps=1)
+    del raw["grpo"]
+    raw["data"]["preferences"] = {"path": str(pairs)}
+    cold = train.run(build_recipe(raw), tmp_path / "cold")
+    raw["train"]["init_from"] = str(start)
+    warm = train.run(build_recipe(raw), tmp_path / "warm")
+    assert cold.results["final_loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert abs(warm.results["final_loss"] - math.log(2)) > 1e-4
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"method": "lora"}, "is a postblock run; this recipe trains lora"),
+        ({"adapter": {"rank": 2}}, "has adapter.rank=8, this recipe adapter.rank=2"),
+        ({"model": "tiny-qwen2"}, "was trained on tiny-llama, this recipe trains tiny-qwen2"),
+    ],
+)
+def test_starting_from_a_mismatched_run_is_a_short_error(tmp_path, rows_file, change, fragment):
+    start = _sft_run(tmp_path, rows_file)
+    raw = {**_raw(rows_file), **change}
+    raw["train"]["init_from"] = str(start)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    result = runner.invoke(app, ["train", str(recipe), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert len(result.output.strip().splitlines()) <= 2, result.output
+    assert "train.init_from" in result.output and fragment in result.output
