@@ -459,3 +459,24 @@ def test_starting_from_a_mismatched_run_is_a_short_error(tmp_path, rows_file, ch
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert len(result.output.strip().splitlines()) <= 2, result.output
     assert "train.init_from" in result.output and fragment in result.output
+
+
+def test_two_processes_each_sample_their_prompts_and_share_the_batch(tmp_path, rows_file):
+    """torchrun, two CPU processes: each samples G completions of its half of the prompts; the
+    loss and the figures are the whole batch's (16 completions: rewards in sixteenths, where
+    one process's 8 would give eighths), and the run trains as one process's does."""
+    raw = _raw(rows_file, max_steps=6)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "p2"
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    command = [sys.executable, *launcher, "-m", "steer_cli", "train", str(recipe), "-o", str(out)]
+    done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["processes"] == 2 and results["steps"] == 6
+    lines = _lines(out)
+    sixteenths = [round(x["reward"] * 16) for x in lines]
+    assert all(abs(x["reward"] * 16 - k) < 1e-6 for x, k in zip(lines, sixteenths, strict=True))
+    assert any(k % 2 for k in sixteenths)  # an odd count: both processes' completions
+    assert sum(x["reward"] for x in lines[-2:]) > sum(x["reward"] for x in lines[:2])
