@@ -220,6 +220,22 @@ def test_token_log_probabilities_are_trls_at_the_sampling_temperature(tmp_path):
     assert not torch.allclose(plain, ours)  # the temperature matters
 
 
+def test_the_reward_is_the_parsers_verdict_plus_the_format_term():
+    from steer_cli.data.tasks import LISTOPS
+    from steer_cli.rollouts import GroupRelative
+
+    settings = build_recipe({"train": {"objective": "grpo"}}).grpo
+    plain = GroupRelative(settings, LISTOPS, None, max_new_tokens=8)
+    shaped = GroupRelative(settings.model_copy(update={"format_reward": 0.25}), LISTOPS, None,
+                           max_new_tokens=8)  # fmt: skip
+    assert plain.reward("<answer>7</answer>", "7") == (1.0, True)
+    assert plain.reward("<answer> 3 </answer>", "7") == (0.0, False)
+    assert plain.reward("7", "7") == (0.0, False)  # not in the format: the parser reads nothing
+    assert shaped.reward("<answer>3</answer>", "7") == (0.25, False)
+    assert shaped.reward("<answer>7</answer>", "7") == (1.25, True)
+    assert shaped.reward("seven", "7") == (0.0, False)
+
+
 # -- the run -----------------------------------------------------------------------------------
 
 
@@ -479,4 +495,5 @@ def test_two_processes_each_sample_their_prompts_and_share_the_batch(tmp_path, r
     sixteenths = [round(x["reward"] * 16) for x in lines]
     assert all(abs(x["reward"] * 16 - k) < 1e-6 for x, k in zip(lines, sixteenths, strict=True))
     assert any(k % 2 for k in sixteenths)  # an odd count: both processes' completions
+    assert all(x["completion_length"] == 1.0 for x in lines)  # every process's tokens counted
     assert sum(x["reward"] for x in lines[-2:]) > sum(x["reward"] for x in lines[:2])
