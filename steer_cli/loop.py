@@ -288,7 +288,9 @@ def train_loop(
     same bytes an uninterrupted run ends with.
 
     ``objective`` (:mod:`steer_cli.objectives`; default: supervised) is what a step's loss is:
-    the rows are its rows (DPO: preference pairs).
+    the rows are its rows (DPO: preference pairs; GRPO: prompts, whose samples
+    :mod:`steer_cli.rollouts` draws at the first of ``grpo.passes`` steps over a batch, each a
+    step of its own).
     """
     objective = objective if objective is not None else Supervised()
     accelerator = _accelerator(model, trainable)

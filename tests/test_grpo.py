@@ -236,6 +236,25 @@ def test_the_reward_is_the_parsers_verdict_plus_the_format_term():
     assert shaped.reward("seven", "7") == (0.0, False)
 
 
+def test_sampling_is_seeded_by_the_run_the_step_and_the_process():
+    """Each step and process samples from its own stream, a function of the three alone (a
+    resumed run draws what the whole run drew), and the caller's RNG is left as it was."""
+    from steer_cli.loop_rng import rollout_seeded
+
+    def draw(seed: int, step: int, rank: int) -> torch.Tensor:
+        with rollout_seeded(seed, step, rank, torch.device("cpu")):
+            return torch.rand(4)
+
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    keys = [(42, 1, 0), (42, 2, 0), (42, 1, 1), (43, 1, 0)]
+    draws = [draw(*key) for key in keys]
+    assert torch.equal(torch.rand(4), expected)  # the global stream, untouched
+    assert all(torch.equal(draw(*key), d) for key, d in zip(keys, draws, strict=True))
+    assert len({tuple(d.tolist()) for d in draws}) == len(keys)
+
+
 # -- the run -----------------------------------------------------------------------------------
 
 
@@ -252,8 +271,12 @@ def test_grpo_raises_the_reward_and_held_out_accuracy(tmp_path, rows_file):
     for key in ("reward", "reward_std", "accuracy", "frac_reward_zero_std", "clip_ratio"):
         assert key in lines[0]
     assert lines[0]["completion_length"] == 1.0
+    assert any(x["frac_reward_zero_std"] < 1 for x in lines)  # groups that teach something
+    assert any(x["frac_reward_zero_std"] > 0 for x in lines)  # and groups that do not
     evaluation = trained.results["eval"]
     assert evaluation["after"]["accuracy"] > evaluation["before"]["accuracy"]
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "**Objective:** GRPO with the task parser's rewards, 4 samples per prompt" in card
 
 
 def test_passes_reuse_a_batchs_samples_and_clip_on_the_later_ones(tmp_path, rows_file):
