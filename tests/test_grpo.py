@@ -461,6 +461,22 @@ def test_grpo_starts_from_a_trained_run(tmp_path, rows_file):
         torch.testing.assert_close(ours[key], theirs[key], rtol=1e-5, atol=1e-7)
 
 
+def test_full_fine_tuning_starts_from_a_trained_model(tmp_path, rows_file):
+    """Full SFT: every weight of the run started from is copied in (not the base's)."""
+    from safetensors.torch import load_file
+
+    start = _sft_run(tmp_path, rows_file, "sft")
+    raw = _raw(rows_file, "sft", max_steps=1, lr=1e-12)
+    raw["train"]["init_from"] = str(start)
+    train.run(build_recipe(raw), tmp_path / "run")
+    theirs, ours = (load_file(d / "model" / "model.safetensors") for d in (start, tmp_path / "run"))
+    base = load_model("tiny-llama")[0].state_dict()
+    moved = [k for k in theirs if not torch.equal(theirs[k], base[k])]
+    assert moved  # the start differs from the base
+    for key in moved:
+        torch.testing.assert_close(ours[key], theirs[key], rtol=1e-5, atol=1e-6)
+
+
 def test_dpo_starts_from_a_trained_adapter(tmp_path, rows_file):
     """DPO from an SFT adapter: the policy is that adapter, the reference the base (TRL's for a
     PEFT model), so the first step's loss is no longer log 2."""
