@@ -3,6 +3,7 @@
     make figures                          # = python scripts/figures.py --write
     python scripts/figures.py --repeat 2  # also retrain the first seed: the same adapter bytes?
     python scripts/figures.py --set model.name=tiny-llama --set train.max_steps=2 --keep DIR
+    python scripts/figures.py --only grpo --write   # GRPO on top of a quickstart adapter
 
 Runs what a newcomer runs (``steer train recipes/quickstart.yaml``, in a fresh process, with a
 fresh model cache so the one-time conversion is timed too) once per seed (``--seeds``, default 3:
@@ -11,6 +12,9 @@ files, and renders the README block between ``<!-- figures:quickstart -->`` and
 ``<!-- /figures -->``. Without ``--write`` it only prints the lines that differ. Run it on the
 locked stack (``make install``) whenever a change touches training, generation, data or models.
 ``--set KEY=VALUE`` overrides every run (a smoke test on a tiny model; never written to README).
+The GRPO figure (``<!-- figures:grpo -->``) refines the quickstart's first seed by
+``recipes/grpo-listops.yaml`` (``train.init_from``) once per seed; ``--only grpo`` trains that
+start itself (or takes ``--start RUN``).
 
 Why seeds: the same seed gives the same adapter bytes on one machine with one thread count, but
 not across machines. Another CPU takes other kernel code paths (torch's AVX2 or AVX-512 kernels,
@@ -175,6 +179,96 @@ def render(m: dict) -> str:
     return "\n".join([BEGIN, wrap(setting, 100), "", *table, "", wrap(prose, 100), END])
 
 
+# -- GRPO on top of the quickstart ---------------------------------------------------------------
+
+GRPO_RECIPE = ROOT / "recipes" / "grpo-listops.yaml"
+GRPO_BEGIN = "<!-- figures:grpo -->"
+REWARD_STEPS = 5  # the reward's first and last steps, averaged over seeds
+
+
+def measure_grpo(work: Path, seeds: list[int], overrides: list[str], start: Path | None) -> dict:
+    """Refine one quickstart adapter (``start``, or seed 42's trained here) by GRPO once per
+    seed, and gather the figures the README prints."""
+    env = {**os.environ, "NO_COLOR": "1"}
+    steer = [sys.executable, "-m", "steer_cli", "train"]
+    if start is None:
+        start = work / "start"
+        _run([*steer, str(RECIPE), *overrides, "eval.before=false", "-o", str(start)], env)
+    runs = {seed: work / f"grpo-{seed}" for seed in seeds}
+    walls = []
+    for i, (seed, run) in enumerate(runs.items()):
+        extra = [] if i == 0 else ["eval.before=false"]  # the start is the same for all
+        command = [*steer, str(GRPO_RECIPE), *overrides, f"train.init_from={start}"]
+        walls.append(_run([*command, f"train.seed={seed}", *extra, "-o", str(run)], env)[0])
+    results = {seed: json.loads((run / "results.json").read_text()) for seed, run in runs.items()}
+    steps = {
+        seed: [json.loads(x) for x in _lines(run / "metrics.jsonl")] for seed, run in runs.items()
+    }
+    rewards = [[x["reward"] for x in lines] for lines in steps.values()]
+    first = results[seeds[0]]
+    return {
+        "results": first,
+        "config": yaml.safe_load((runs[seeds[0]] / "config.yaml").read_text()),
+        "seeds": seeds,
+        "before": first["eval"]["before"]["accuracy"],
+        "accuracy": {seed: results[seed]["eval"]["after"]["accuracy"] for seed in seeds},
+        "reward_first": statistics.mean(r for run in rewards for r in run[:REWARD_STEPS]),
+        "reward_last": statistics.mean(r for run in rewards for r in run[-REWARD_STEPS:]),
+        "wall_seconds": statistics.mean(walls),
+        "cores": os.cpu_count(),
+        "versions": ", ".join(f"{p} {version(p).split('+')[0]}" for p in ("torch", "transformers")),
+    }
+
+
+def render_grpo(m: dict) -> str:
+    r, c, seeds = m["results"], m["config"], m["seeds"]
+    g, t = c["grpo"], c["train"]
+    mean, std = spread([100 * m["accuracy"][s] for s in seeds])
+    each = ", ".join(f"{100 * m['accuracy'][s]:.1f}%" for s in seeds)
+    total = r["eval"]["after"]["total"]
+    setting = (
+        f"GRPO on top (`recipes/grpo-listops.yaml`): the quickstart's adapter (seed "
+        f"{yaml.safe_load(RECIPE.read_text())['train']['seed']}) refined with verifiable "
+        f"rewards, seeds {_seeds(seeds)}, each {r['steps']} optimizer steps of "
+        f"{t['batch_size']} prompts x {g['group_size']} samples (temperature "
+        f"{g['temperature']:g}, at most {g['max_new_tokens']} new tokens), rewarded 1 when the "
+        "`<answer>` parser reads the right value:"
+    )
+    table = [
+        f"| | accuracy on {total} test expressions |",
+        "|---|---|",
+        f"| the quickstart's adapter, where GRPO starts | {100 * m['before']:.1f}% |",
+        f"| **after GRPO**, mean ± std over {len(seeds)} seeds | **{mean:.1f}% ± {std:.1f}** "
+        f"({each}) |",
+    ]
+    prose = (
+        f"The samples' mean reward went from {m['reward_first']:.2f} (first {REWARD_STEPS} "
+        f"steps) to {m['reward_last']:.2f} (last {REWARD_STEPS}). Measured by `python "
+        f"scripts/figures.py --only grpo --write` ({m['versions']}, {m['cores']} CPU cores): "
+        f"a GRPO run took {_minutes(m['wall_seconds'])} on average, evaluations included. "
+        "Reproduce it: `steer train recipes/quickstart.yaml -o runs/quickstart`, then "
+        "`steer train recipes/grpo-listops.yaml`."
+    )
+    wrap = textwrap.fill
+    return "\n".join([GRPO_BEGIN, wrap(setting, 100), "", *table, "", wrap(prose, 100), END])
+
+
+def _update(readme: str, begin: str, new: str) -> str:
+    """``readme`` with the block from ``begin`` replaced by ``new``; the lines that differ
+    printed."""
+    if begin not in readme or END not in readme.split(begin, 1)[1]:
+        sys.exit(f"figures: README.md has no {begin} ... {END} block")
+    head, rest = readme.split(begin, 1)
+    old, tail = rest.split(END, 1)
+    diff = list(
+        difflib.unified_diff(
+            (begin + old + END).splitlines(), new.splitlines(), "README.md", "measured", lineterm=""
+        )
+    )
+    print("\n".join(diff) if diff else f"README.md {begin}: unchanged")
+    return head + new + tail
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--write", action="store_true", help="update README.md in place")
@@ -182,39 +276,48 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs of the first seed (>1: bytes)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets")
     parser.add_argument("--keep", type=Path, help="train into this new directory and keep it")
+    parser.add_argument(
+        "--only", choices=["quickstart", "grpo"], help="one figure (default: both, in order)"
+    )
+    parser.add_argument("--start", type=Path, help="grpo: the quickstart run to start from")
     args = parser.parse_args()
     if args.seeds < 2:
         sys.exit("figures: --seeds must be at least 2 (a std needs two)")
     if args.write and (args.sets or args.seeds < README_SEEDS):
         sys.exit(f"figures: --write takes the recipe as it is and at least {README_SEEDS} seeds")
-    readme = README.read_text()
-    if BEGIN not in readme or END not in readme:
-        sys.exit(f"figures: README.md has no {BEGIN} ... {END} block")
-    head, rest = readme.split(BEGIN, 1)
-    old, tail = rest.split(END, 1)
+    if args.write and args.start:
+        sys.exit("figures: --write trains the quickstart GRPO starts from; drop --start")
     if args.keep and args.keep.exists():
         sys.exit(f"figures: --keep {args.keep} exists; name a new directory")
     first = yaml.safe_load(RECIPE.read_text())["train"]["seed"]
     seeds = [first + k for k in range(args.seeds)]
     if args.keep:
         args.keep.mkdir(parents=True)
-        measured = measure(args.keep, seeds, max(1, args.repeat), args.sets)
+        _figures(args, args.keep, seeds)
     else:
         with tempfile.TemporaryDirectory(prefix="steer-figures-") as work:
-            measured = measure(Path(work), seeds, max(1, args.repeat), args.sets)
-    new = render(measured)
-    diff = list(
-        difflib.unified_diff(
-            (BEGIN + old + END).splitlines(), new.splitlines(), "README.md", "measured", lineterm=""
-        )
-    )
-    print("\n".join(diff) if diff else "README.md figures: unchanged")
-    if args.write and diff:
+            _figures(args, Path(work), seeds)
+
+
+def _figures(args, work: Path, seeds: list[int]) -> None:
+    """Measure and render the figures ``args`` ask for, in ``work``; GRPO starts from the
+    quickstart figure's first seed when both are measured."""
+    readme = README.read_text()
+    start = args.start
+    measured = None
+    if args.only in (None, "quickstart"):
+        measured = measure(work, seeds, max(1, args.repeat), args.sets)
+        readme = _update(readme, BEGIN, render(measured))
+        start = work / f"seed-{seeds[0]}"
+    if args.only in (None, "grpo"):
+        grpo = measure_grpo(work, seeds, args.sets, start)
+        readme = _update(readme, GRPO_BEGIN, render_grpo(grpo))
+    if args.write and readme != README.read_text():
         from steer_cli.atomic import write_text
 
-        write_text(README, head + new + tail)
+        write_text(README, readme)
         print("README.md updated")
-    if not measured["identical"]:
+    if measured is not None and not measured["identical"]:
         sys.exit(f"figures: {args.repeat} runs of seed {seeds[0]} wrote different adapters")
 
 

@@ -65,7 +65,17 @@ def _method_lines(recipe, results: dict) -> list[str]:
 
 
 def _objective_lines(recipe, preferences: dict | None) -> list[str]:
-    """DPO: what the pairs were and how the held-out ones rank (SFT: nothing to add)."""
+    """DPO: what the pairs were and how the held-out ones rank; GRPO: how it sampled and from
+    what it started (SFT: nothing to add)."""
+    if recipe.train.objective == "grpo":
+        g = recipe.grpo
+        line = (
+            f"- **Objective:** GRPO with the task parser's rewards, {g.group_size} samples per "
+            f"prompt at temperature {g.temperature:g}, epsilon {g.epsilon:g}, beta {g.beta:g}"
+        )
+        if recipe.train.init_from:
+            line += f"; started from the run {recipe.train.init_from}"
+        return [line]
     if recipe.train.objective != "dpo":
         return []
     line = f"- **Objective:** DPO, {recipe.dpo.loss} loss, beta {recipe.dpo.beta:g}"

@@ -15,9 +15,15 @@ autograd holds it for these models and this method (:mod:`steer_cli.memory`), pl
 gradient checkpointing, the one layer backward recomputes at a time. With ``train.objective:
 dpo`` a micro-batch of k pairs is one forward of 2k sequences (the reference's forward keeps
 nothing for backward), and full fine-tuning keeps a frozen copy of the weights as its reference.
+With ``train.objective: grpo`` a micro-batch of k prompts is sampled as k x G sequences, whose KV
+cache (``generation``: keys and values of every layer for prompt plus ``max_new_tokens``) is
+held while no activation is, and trained as k x G sequences counted at their longest (every
+completion ``max_new_tokens`` long): the peak is the larger of the two.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -42,13 +48,18 @@ def plan(recipe: Recipe) -> dict:
     configs = with_stages(recipe.train, stages)
     rows = prepared.train_rows
     objective = recipe.train.objective
-    batches_of = DirectPreference(recipe.dpo.beta) if objective == "dpo" else Supervised()
-    lengths = batches_of.lengths(rows)  # what the loop groups batches by
-    steps = [plan_steps(len(rows), c) for c in configs]
+    if objective == "grpo":
+        lengths = [r["prompt_length"] for r in rows]  # GroupRelative.lengths
+    else:
+        batches_of = DirectPreference(recipe.dpo.beta) if objective == "dpo" else Supervised()
+        lengths = batches_of.lengths(rows)  # what the loop groups batches by
+    passes = recipe.grpo.passes if objective == "grpo" else 1
+    steps = [plan_steps(len(rows), c, passes) for c in configs]
     order = batch_stream(
         lengths, recipe.train.batch_size, seed=recipe.train.seed, mega_batches=MEGA_BATCHES
     )
-    batches = [next(order) for _ in range(max(steps))]  # every stage walks the same order
+    # every stage walks the same order; GRPO takes a batch `passes` times
+    batches = [next(order) for _ in range(math.ceil(max(steps) / passes))]
     device = resolve_device(recipe.model.device)
     dtype = resolve_dtype(recipe.model.dtype, device)
     micro = recipe.train.micro_batch_size or recipe.train.batch_size
@@ -57,6 +68,11 @@ def plan(recipe: Recipe) -> dict:
         sequences = [r[side] for r in rows for side in ("chosen", "rejected")]
         sequence_batches = [[2 * i + side for i in batch for side in (0, 1)] for batch in batches]
         sequence_micro = 2 * micro
+    generation = 0
+    if objective == "grpo":
+        sequences, sequence_batches, sequence_micro, generation = _sampled(
+            prepared, recipe, batches, micro, dtype
+        )
     return {
         "recipe": recipe.resolved(),
         "method": recipe.method,
@@ -84,19 +100,56 @@ def plan(recipe: Recipe) -> dict:
             trainable,
             dtype,
             micro_batch_shapes(prepared.model, sequences, sequence_batches, sequence_micro),
+            generation=generation,
         ),
         "device": str(device),
         "dtype": str(dtype).removeprefix("torch."),
     }
 
 
+def _sampled(prepared, recipe: Recipe, batches, micro: int, dtype: torch.dtype):
+    """GRPO's sequences at their longest (G per prompt, each ``max_new_tokens`` long), their
+    batches and micro-batch, and the largest sampling micro-batch's KV cache in bytes."""
+    from steer_cli.data.encode import IGNORE_INDEX
+    from steer_cli.memory import ModelShape
+
+    group = recipe.grpo.group_size
+    budget = recipe.grpo.max_new_tokens or prepared.task.max_new_tokens
+    rows = prepared.train_rows
+    sequences = []
+    for r in rows:
+        prompt = r["input_ids"][: r["prompt_length"]]
+        sampled = {
+            "input_ids": prompt + [0] * budget,
+            "labels": [IGNORE_INDEX] * len(prompt) + [0] * budget,
+        }
+        sequences += [sampled] * group
+    sequence_batches = [[group * i + g for i in batch for g in range(group)] for batch in batches]
+    shape = ModelShape.of(prepared.model)
+    per_token = 2 * shape.layers * shape.kv_heads * shape.head_dim  # a key and a value per layer
+    width = torch.tensor([], dtype=dtype).element_size()
+    widest = max(
+        len(chunk) * group * (max(rows[i]["prompt_length"] for i in chunk) + budget)
+        for batch in batches
+        for chunk in (batch[k : k + micro] for k in range(0, len(batch), micro))
+    )
+    return sequences, sequence_batches, micro * group, widest * per_token * width
+
+
 def memory_estimate(
-    model, recipe: Recipe, trainable: int, dtype: torch.dtype, shapes: set[tuple]
+    model,
+    recipe: Recipe,
+    trainable: int,
+    dtype: torch.dtype,
+    shapes: set[tuple],
+    generation: int = 0,
 ) -> dict:
     """Bytes at the largest of the micro-batch ``shapes`` (:func:`micro_batch_shapes`): weights,
     trained state, activations (everything kept for backward, of which ``logits``),
-    ``recompute`` (checkpointing) and ``total`` (see the module)."""
+    ``recompute`` (checkpointing), ``generation`` (GRPO's sampling KV cache, held while no
+    activation is) and ``total`` (see the module)."""
     from steer_cli.memory import step_memory
+    from steer_cli.objectives import needs_reference
     from steer_cli.parts import kind_of
 
     kind = kind_of(recipe)
@@ -106,15 +159,21 @@ def memory_estimate(
     trained = trainable * state_width * 4  # parameter, gradient, AdamW's two moments
     if kind == "sft":
         trained -= trainable * width  # the parameters are the weights, counted above
-    if kind == "sft" and recipe.train.objective == "dpo":
-        weights *= 2  # DPO's reference: a frozen copy of the weights
+    if kind == "sft" and needs_reference(recipe):
+        weights *= 2  # the reference (DPO, GRPO's KL): a frozen copy of the weights
     step = step_memory(model, recipe, dtype)
     saved = max(
         (step.saved(rows, tokens, kept, padding=padding) for rows, tokens, kept, padding in shapes),
         key=lambda s: s["activations"] + s["recompute"],
     )
-    total = weights + trained + saved["activations"] + saved["recompute"]
-    return {"weights": weights, "trained_state": trained, **saved, "total": total}
+    total = weights + trained + max(saved["activations"] + saved["recompute"], generation)
+    return {
+        "weights": weights,
+        "trained_state": trained,
+        **saved,
+        "generation": generation,
+        "total": total,
+    }
 
 
 def micro_batch_shapes(model, rows: list[dict], batches, micro: int) -> set[tuple]:
@@ -177,7 +236,8 @@ def render(figures: dict) -> None:
         f"{_gib(memory['total'])} on {figures['device']} in {figures['dtype']}: weights "
         f"{_gib(memory['weights'])}, trained state {_gib(memory['trained_state'])}, "
         f"saved for backward {_gib(memory['activations'])} (logits {_gib(memory['logits'])})"
-        + (f", one layer recomputed {_gib(recompute)}" if recompute else ""),
+        + (f", one layer recomputed {_gib(recompute)}" if recompute else "")
+        + (f"; sampling's KV cache {_gib(memory['generation'])}" if memory["generation"] else ""),
     )
     console.print(table)
     console.print("[dim]nothing was trained or written (drop --dry-run to train)[/]")

@@ -32,6 +32,7 @@ from steer_cli.loop_rng import seeded, step_generator
 from steer_cli.losses import supervised_loss
 from steer_cli.objectives import DirectPreference, Supervised
 from steer_cli.recipe import TrainSection
+from steer_cli.rollouts import GroupRelative
 
 # What other modules import from here: the plan of a training lives in :mod:`steer_cli.loop_plan`,
 # what it reports in :mod:`steer_cli.loop_records`, its random draws in :mod:`steer_cli.loop_rng`,
@@ -82,7 +83,7 @@ class _Loop:
     parts: Parts | None = None
     on_step: Callable[[StepStats], None] | None = None
     checkpointer: object | None = None  # checkpoints.Checkpointer
-    objective: Supervised | DirectPreference = field(default_factory=Supervised)
+    objective: Supervised | DirectPreference | GroupRelative = field(default_factory=Supervised)
 
     def __post_init__(self) -> None:
         parts = self.parts
@@ -91,6 +92,9 @@ class _Loop:
         self.after_step = getattr(parts, "after_step", None)
         self.begin_epoch = getattr(parts, "begin_epoch", None)
         self.begin_step = getattr(parts, "begin_step", None)
+        self.passes = getattr(self.objective, "passes", 1)
+        self.fresh = True  # this step starts on a new batch
+        self.rolled = None  # GRPO: the samples of the current batch
 
     @property
     def world(self) -> int:
@@ -107,13 +111,9 @@ class _Loop:
         (DPO's reward accuracy and margins; empty for SFT). A NaN/inf loss or gradient raises
         :class:`NonFinite` (``on_nonfinite: stop``) or skips the update (``skip``).
         """
-        world, rank = self.world, self.accelerator.process_index
+        world = self.world
         objective = self.objective
-        supervised = objective.supervised(batch)
-        units = objective.units(batch)  # the loss is a mean over these, the whole batch's
-        local = batch[rank::world]
-        micro = self.cfg.micro_batch_size or self.cfg.batch_size
-        chunks = [local[i : i + micro] for i in range(0, len(local), micro)]
+        chunks, supervised, units = self._chunks(step, batch)
         losses, stats = [], []  # on the device: read once per step, with the gradient norm
         tokens = padded = 0
         for k, chunk in enumerate(chunks):
@@ -173,6 +173,21 @@ class _Loop:
         self.optimizer.zero_grad(set_to_none=True)
         return loss, supervised, tokens, padded, norm, metrics
 
+    def _chunks(self, step: int, batch: list[dict]) -> tuple[list[list[dict]], int, int]:
+        """This process's micro-batches of ``batch``, the whole batch's supervised tokens, and
+        what its loss is a mean over (``units``). An objective that rolls out (GRPO) samples
+        its rows from the batch's prompts at the first of its ``passes`` steps over them."""
+        world, rank = self.world, self.accelerator.process_index
+        local = batch[rank::world]
+        rollout = getattr(self.objective, "rollout", None)
+        if rollout is not None:
+            if self.rolled is None or self.fresh:
+                self.rolled = rollout(self, step, local)
+            return self.rolled.chunks, self.rolled.tokens, self.rolled.tokens
+        micro = self.cfg.micro_batch_size or self.cfg.batch_size
+        chunks = [local[i : i + micro] for i in range(0, len(local), micro)]
+        return chunks, self.objective.supervised(batch), self.objective.units(batch)
+
     def run(
         self,
         rows: list[dict],
@@ -186,13 +201,17 @@ class _Loop:
         """Steps ``done + 1 .. steps`` of this stage over batches from ``order``, numbered on
         from ``counts.steps``; what they processed is added to ``counts``; checkpoints when
         the checkpointer says so."""
-        per_epoch = max(1, batches_per_epoch(len(rows), self.cfg.batch_size))
+        passes = self.passes
+        per_epoch = max(1, batches_per_epoch(len(rows), self.cfg.batch_size)) * passes
+        batch: list[dict] = []
         for local in range(done + 1, steps + 1):
             step = counts.steps + 1
             step_start = time.perf_counter()
             if self.begin_epoch is not None and (local - 1) % per_epoch == 0:
                 self.begin_epoch((local - 1) // per_epoch + 1)
-            batch = [rows[i] for i in next(order)]
+            self.fresh = (local - 1) % passes == 0  # GRPO: a new batch every `passes` steps
+            if self.fresh:
+                batch = [rows[i] for i in next(order)]
             if self.begin_step is not None:
                 self.begin_step(step, step_generator(self.cfg.seed, step))
             loss, supervised, tokens, padded, norm, metrics = self.step(step, batch)
@@ -215,7 +234,9 @@ class _Loop:
                         metrics=metrics or None,
                     )
                 )
-            if self.checkpointer is not None and self.checkpointer.due(step, counts.total):
+            # A checkpoint after the last pass over a batch: the samples are not saved.
+            due = self.checkpointer is not None and self.checkpointer.due(step, counts.total)
+            if due and local % passes == 0:
                 self.save(stage or 1, local, counts)
 
     def save(self, stage: int, local: int, counts: Counts) -> None:
@@ -247,7 +268,7 @@ def train_loop(
     mega_batches: int = MEGA_BATCHES,
     checkpointer=None,
     resume=None,
-    objective: Supervised | DirectPreference | None = None,
+    objective: Supervised | DirectPreference | GroupRelative | None = None,
 ) -> LoopSummary:
     """AdamW over the parameters that require grad, effective batch by gradient accumulation.
 
@@ -267,13 +288,16 @@ def train_loop(
     same bytes an uninterrupted run ends with.
 
     ``objective`` (:mod:`steer_cli.objectives`; default: supervised) is what a step's loss is:
-    the rows are its rows (DPO: preference pairs).
+    the rows are its rows (DPO: preference pairs; GRPO: prompts, whose samples
+    :mod:`steer_cli.rollouts` draws at the first of ``grpo.passes`` steps over a batch, each a
+    step of its own).
     """
     objective = objective if objective is not None else Supervised()
     accelerator = _accelerator(model, trainable)
     params = trained_params(model, trainable)
     configs = stage_configs(trainable, cfg)
-    totals = [plan_steps(len(rows), c) for c in configs]
+    passes = getattr(objective, "passes", 1)
+    totals = [plan_steps(len(rows), c, passes) for c in configs]
     counts = Counts(total=sum(totals))
     begin_stage = getattr(trainable, "begin_stage", None) if len(configs) > 1 else None
     wrapped = None
@@ -311,7 +335,7 @@ def train_loop(
 
                 done = restore_loop(loop, trainable, resume, counts)
                 resumed_from = counts.steps
-                for _ in range(done):
+                for _ in range(done // loop.passes):
                     next(order)  # the data order is the seed's: replay it to the checkpoint
             label = stage if len(configs) > 1 else None
             loop.run(rows, order, counts, steps, stage=label, done=done)

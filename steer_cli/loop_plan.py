@@ -42,10 +42,13 @@ class Parts(Protocol):
     def parameters(self) -> Iterator[nn.Parameter]: ...
 
 
-def plan_steps(n_examples: int, cfg: TrainSection) -> int:
+def plan_steps(n_examples: int, cfg: TrainSection, passes: int = 1) -> int:
+    """Optimizer steps: ``train.max_steps``, or the batches of ``train.epochs`` each taken
+    ``passes`` times (GRPO's passes over a batch's samples)."""
     if cfg.max_steps:
         return cfg.max_steps
-    return max(1, math.ceil(batches_per_epoch(n_examples, cfg.batch_size) * cfg.epochs))
+    batches = max(1, math.ceil(batches_per_epoch(n_examples, cfg.batch_size) * cfg.epochs))
+    return batches * passes
 
 
 def trained_params(model: nn.Module, trainable: Parts | None) -> list[nn.Parameter]:
@@ -89,9 +92,11 @@ def with_stages(cfg: TrainSection, stages: list[dict] | None) -> list[TrainSecti
     return [cfg.model_copy(update=stage) for stage in stages] if stages else [cfg]
 
 
-def planned_steps(n_examples: int, trainable: Parts | None, cfg: TrainSection) -> int:
+def planned_steps(
+    n_examples: int, trainable: Parts | None, cfg: TrainSection, passes: int = 1
+) -> int:
     """Optimizer steps of the whole run, every stage together."""
-    return sum(plan_steps(n_examples, c) for c in stage_configs(trainable, cfg))
+    return sum(plan_steps(n_examples, c, passes) for c in stage_configs(trainable, cfg))
 
 
 def check_not_sharded(accelerator) -> None:

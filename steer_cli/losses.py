@@ -1,6 +1,6 @@
-"""Losses over a model's logits: supervised training's cross-entropy and the sequences'
-log-probabilities DPO compares, both asking the model for the logits of the positions that
-predict a labelled token only."""
+"""Losses over a model's logits: supervised training's cross-entropy, the sequences'
+log-probabilities DPO compares and the per-token ones GRPO weighs, all asking the model for the
+logits of the positions that predict a labelled token only."""
 
 from __future__ import annotations
 
@@ -71,3 +71,24 @@ def sequence_logps(
         reduction="none",
     )
     return -token_nll.view(targets.shape).sum(-1)
+
+
+def token_logps(
+    forward: Callable,
+    model: nn.Module,
+    inputs: dict,
+    labels: torch.Tensor,
+    prompt_lengths,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """The log-probability of every labelled token (GRPO's completions and their EOS), flat, row
+    after row, under the logits divided by ``temperature`` (the distribution the tokens were
+    sampled from, as TRL's GRPOTrainer scores them)."""
+    logits, targets = answer_logits(forward, model, inputs, labels, prompt_lengths)
+    token_nll = nn.functional.cross_entropy(
+        logits.flatten(0, 1).float() / temperature,
+        targets.flatten(),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    )
+    return -token_nll[targets.flatten() != IGNORE_INDEX]

@@ -8,7 +8,9 @@ objective says what a batch is made of and what its loss is:
 - :class:`DirectPreference` (``dpo``): DPO's sigmoid loss per preference pair, as TRL's
   DPOTrainer computes it (``loss_type="sigmoid"``, its default), with the reference
   log-probabilities from the same model with the trained parts disabled (adapters, LoRA,
-  both), or from a frozen copy for full fine-tuning, which has no base left to disable.
+  both), or from a frozen copy for full fine-tuning, which has no base left to disable;
+- :class:`~steer_cli.rollouts.GroupRelative` (``grpo``): GRPO's clipped surrogate over
+  completions it samples and rewards with the task's parser (see :mod:`steer_cli.rollouts`).
 
 Each objective's ``loss`` returns the batch's summed loss and, optionally, summed statistics
 (DPO's reward accuracy and margins) that the loop reduces over micro-batches and processes
@@ -153,17 +155,44 @@ class DirectPreference:
         return pair_metrics(stats, units)
 
 
-def objective_for(recipe, parts, base: nn.Module | None = None):
-    """The recipe's objective for ``parts``; DPO on full fine-tuning needs ``base``, a frozen
-    copy of the model made before its weights train (the reference)."""
-    if recipe.train.objective == "sft":
+def needs_reference(recipe) -> bool:
+    """Whether the recipe's objective compares the policy with a reference model: DPO always,
+    GRPO with a KL term (``grpo.beta > 0``)."""
+    objective = recipe.train.objective
+    return objective == "dpo" or (objective == "grpo" and recipe.grpo.beta != 0.0)
+
+
+def objective_for(recipe, parts, base: nn.Module | None = None, *, task=None, tokenizer=None):
+    """The recipe's objective for ``parts``. Its reference, when it needs one, is the model with
+    the parts disabled, or ``base``: a frozen copy of the model made before its weights train
+    (full fine-tuning, which has no base left to disable). GRPO rewards with ``task``'s parser
+    the completions it samples and decodes with ``tokenizer``."""
+    from steer_cli.errors import SteerError
+
+    objective = recipe.train.objective
+    if objective == "sft":
         return Supervised()
-    disabled = getattr(parts, "disabled", None)
-    if disabled is not None:
-        return DirectPreference(recipe.dpo.beta, reference=disabled)
-    if base is None:
-        raise ValueError("DPO on full fine-tuning needs a frozen copy of the base model")
-    return DirectPreference(recipe.dpo.beta, reference_model=base)
+    reference: dict = {}
+    if needs_reference(recipe):
+        disabled = getattr(parts, "disabled", None)
+        if disabled is not None:
+            reference = {"reference": disabled}
+        elif base is not None:
+            reference = {"reference_model": base}
+        else:
+            key = "train.objective=dpo" if objective == "dpo" else "grpo.beta > 0"
+            raise SteerError(
+                f"{key} needs a reference model: these trained parts cannot be disabled and no "
+                "frozen copy of the base model was made",
+                "full fine-tuning makes one (the weights' memory twice)"
+                + ("" if objective == "dpo" else "; or set grpo.beta=0, TRL's default"),
+            )
+    if objective == "dpo":
+        return DirectPreference(recipe.dpo.beta, **reference)
+    from steer_cli.rollouts import GroupRelative
+
+    budget = recipe.grpo.max_new_tokens or task.max_new_tokens
+    return GroupRelative(recipe.grpo, task, tokenizer, max_new_tokens=budget, **reference)
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:

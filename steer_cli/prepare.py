@@ -101,6 +101,16 @@ def prepare(recipe: Recipe, *, skeleton: bool = False) -> Prepared:
         train_rows, encode_stats, preference_test = _preference_rows(
             recipe, tokenizer, chat, data_sizes
         )
+    elif recipe.train.objective == "grpo":
+        from steer_cli.rollouts import encode_prompts
+
+        train_rows, encode_stats = encode_prompts(
+            tokenizer,
+            splits["train"],
+            chat=chat,
+            max_length=recipe.data.max_length,
+            max_new_tokens=recipe.grpo.max_new_tokens or task.max_new_tokens,
+        )
     else:
         train_rows, encode_stats = encode_for_training(
             tokenizer, splits["train"], chat=chat, max_length=recipe.data.max_length

@@ -47,7 +47,8 @@ def _train_logged(
     from steer_cli.report import StepProgress
 
     recipe = prepared.recipe
-    total = planned_steps(len(prepared.train_rows), parts, recipe.train)
+    passes = getattr(objective, "passes", 1)
+    total = planned_steps(len(prepared.train_rows), parts, recipe.train, passes)
     done = resume.step if resume is not None else 0
     kept = metrics_path.read_text().splitlines()[:done] if done and metrics_path.is_file() else []
     metrics_path.write_text("".join(line + "\n" for line in kept))
@@ -166,18 +167,20 @@ def _save(
 
 
 def _frozen_reference(prepared: Prepared, recipe: Recipe) -> nn.Module | None:
-    """DPO on full fine-tuning: a frozen copy of the base model, its reference (the other
-    kinds disable their parts instead); announced, as it doubles the weights' memory."""
+    """DPO (or GRPO with a KL term) on full fine-tuning: a frozen copy of the base model, its
+    reference (the other kinds disable their parts instead); announced, as it doubles the
+    weights' memory."""
+    from steer_cli.objectives import needs_reference
     from steer_cli.parts import kind_of
 
-    if recipe.train.objective != "dpo" or kind_of(recipe) != "sft":
+    if not needs_reference(recipe) or kind_of(recipe) != "sft":
         return None
     from steer_cli.objectives import frozen_copy
     from steer_cli.report import err_console
 
     err_console.print(
-        "DPO with full fine-tuning: a frozen copy of the model is the reference "
-        "(the weights' memory twice)",
+        f"{recipe.train.objective.upper()} with full fine-tuning: a frozen copy of the model is "
+        "the reference (the weights' memory twice)",
         highlight=False,
     )
     return frozen_copy(prepared.model)
@@ -274,6 +277,38 @@ def _summary_fields(prepared: Prepared, parts, trainable: int, summary, wall_sta
     return fields
 
 
+def _start(prepared: Prepared, resume, results: dict, tracker):
+    """The parts to train (from ``train.init_from``'s when set), the base's identity, the
+    objective; and the evaluation before training into ``results`` (or the checkpoint's): of
+    the base model, before any part exists (right for every kind; SFT has no other), or of the
+    parts training starts from."""
+    from steer_cli.fingerprint import identity
+    from steer_cli.objectives import objective_for
+    from steer_cli.parts import build_parts, kind_of
+    from steer_cli.warmstart import start_from
+
+    recipe = prepared.recipe
+    warm = recipe.train.init_from is not None
+    before = resume.state.get("before") if resume is not None else None
+    if before is not None:
+        results["eval"]["before"] = before
+    elif recipe.eval.before and not warm:
+        results["eval"]["before"], _ = prepared.evaluate("before", prepared.model)
+        _log_accuracy(tracker, "before", results["eval"]["before"], step=0)
+    base = None if kind_of(recipe) == "sft" else identity(prepared.model, recipe.model.name)
+    parts = build_parts(prepared.model, recipe)  # for LoRA, the peft model
+    if warm:
+        start_from(parts, recipe, prepared.model)
+        if before is None and recipe.eval.before:
+            results["eval"]["before"], _ = prepared.evaluate("before", parts.model)
+            _log_accuracy(tracker, "before", results["eval"]["before"], step=0)
+    reference = _frozen_reference(prepared, recipe)  # SFT: of the weights it starts from
+    objective = objective_for(
+        recipe, parts, reference, task=prepared.task, tokenizer=prepared.tokenizer
+    )
+    return parts, base, objective
+
+
 def run(
     recipe: Recipe, output: Path, *, overwrite: bool = False, restart: bool = False
 ) -> TrainedRun:
@@ -287,9 +322,7 @@ def run(
     from steer_cli import checkpoints, rundir, tracking
     from steer_cli.atomic import write_json, write_text
     from steer_cli.card import CARD, model_card
-    from steer_cli.fingerprint import identity
-    from steer_cli.objectives import objective_for
-    from steer_cli.parts import build_parts, kind_of
+    from steer_cli.warmstart import check_start
 
     wall_start = time.perf_counter()
     from steer_cli.models import resolve_device
@@ -303,6 +336,7 @@ def run(
         staged = rundir.ShadowRun(output, resume=not restart)
     staged.check()
     tracking.check(recipe.train.trackers)
+    check_start(recipe)
     prepared = prepare(recipe)
     recipe = prepared.recipe
     try:
@@ -311,16 +345,7 @@ def run(
             resume = checkpoints.resume_point(staged, recipe)
             write_text(run_dir / rundir.CONFIG, yaml.safe_dump(recipe.resolved(), sort_keys=False))
             results = _results_head(prepared, processes.num_processes)
-            # The base model, before any part exists: right for every kind (SFT has no other).
-            if resume is not None and resume.state.get("before") is not None:
-                results["eval"]["before"] = resume.state["before"]
-            elif recipe.eval.before:
-                results["eval"]["before"], _ = prepared.evaluate("before", prepared.model)
-                _log_accuracy(tracker, "before", results["eval"]["before"], step=0)
-            base = None if kind_of(recipe) == "sft" else identity(prepared.model, recipe.model.name)
-            reference = _frozen_reference(prepared, recipe)
-            parts = build_parts(prepared.model, recipe)  # for LoRA, the peft model
-            objective = objective_for(recipe, parts, reference)
+            parts, base, objective = _start(prepared, resume, results, tracker)
             trainable = announce(parts, prepared)
             checkpointer = checkpoints.checkpointer_for(recipe, staged, results)
             metrics = run_dir / rundir.METRICS

@@ -116,6 +116,7 @@ def test_resolved_recipe_is_complete_and_round_trips():
         "data",
         "train",
         "dpo",
+        "grpo",
         "eval",
     }
     assert build_recipe(resolved) == recipe

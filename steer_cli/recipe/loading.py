@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from steer_cli.data.parsers import parse_exact
 from steer_cli.data.tasks import get_task
 from steer_cli.errors import SteerError
 from steer_cli.methods import METHODS
@@ -67,7 +68,18 @@ def build_recipe(raw: dict) -> Recipe:
 
 
 def _check_objective(recipe: Recipe) -> None:
-    """Preference data and ``train.objective: dpo`` come together."""
+    """Preference data and ``train.objective: dpo`` come together; GRPO needs a task whose
+    answers a parser checks (its reward)."""
+    task = get_task(recipe.data.task)
+    # A free-text task (Alpaca) is judged, not parsed: "exact" would reward only its reference
+    # answer verbatim. A local task checks what its data.local.parser reads.
+    if recipe.train.objective == "grpo" and task.parser is parse_exact and task.name != "local":
+        raise SteerError(
+            f"train.objective=grpo rewards answers the task's parser checks; {recipe.data.task} "
+            "is judged free text, with no parser to check an answer",
+            "use a task with a parser (listops, gsm8k, aqua, ...), or data.task=local with "
+            "data.local.parser",
+        )
     given = recipe.data.preferences.given
     if recipe.train.objective == "dpo" and not given:
         raise SteerError(

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from steer_cli.recipe.adapter import AdapterSection
 from steer_cli.recipe.data import DataSection
-from steer_cli.recipe.objectives import OBJECTIVES, DpoSection
+from steer_cli.recipe.objectives import OBJECTIVES, DpoSection, GrpoSection
 from steer_cli.recipe.strict import Strict
 
 
@@ -73,7 +73,14 @@ class OrthSection(Strict):
 
 class TrainSection(Strict):
     objective: Literal[OBJECTIVES] = Field(
-        "sft", description="sft: the answers' cross-entropy; dpo: preference pairs (see dpo)"
+        "sft",
+        description="sft: the answers' cross-entropy; dpo: preference pairs (see dpo); grpo: "
+        "sampled answers rewarded by the task's parser (see grpo)",
+    )
+    init_from: str | None = Field(
+        None,
+        description="a finished run of this method and model whose trained parts training "
+        "starts from (e.g. an SFT adapter for GRPO or DPO); null: their initialisation",
     )
     lr: float = Field(2e-3, gt=0, description="learning rate [default: the method's]")
     epochs: float = Field(1.0, gt=0, description="passes over train [default: the task's]")
@@ -153,6 +160,7 @@ class Recipe(Strict):
     data: DataSection = DataSection()
     train: TrainSection = TrainSection()
     dpo: DpoSection = DpoSection()
+    grpo: GrpoSection = GrpoSection()
     eval: EvalSection = EvalSection()
 
     def resolved(self) -> dict:
