@@ -227,7 +227,7 @@ def test_llama_cpp_semantics_reproduce_the_run(runs, tmp_path):
 @pytest.mark.parametrize(
     ("kind", "reason"),
     [
-        ("vector-layer0", "it steers layer 0"),
+        ("vector-layer0", "adapter.layers=1-2"),
         ("vector-last", "positions 'last_prompt'"),
         ("lowrank", "parameterization 'lowrank'"),
         ("lora", "trains a LoRA, not a vector"),

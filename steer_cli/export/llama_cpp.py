@@ -40,6 +40,7 @@ def _vectors(run) -> dict[int, object]:
     a control vector can carry."""
     from safetensors.torch import load_file
 
+    from steer_cli import fingerprint
     from steer_cli.engine.attach import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
     if run.kind != "adapter":
@@ -62,11 +63,13 @@ def _vectors(run) -> dict[int, object]:
     tensors = load_file(str(run.path / ADAPTER_WEIGHTS))
     vectors = {int(i): tensors[f"adapters.{i}.vector"].float() for i in config["layers"]}
     if 0 in vectors and bool(vectors[0].abs().sum() > 0):
+        last = (fingerprint.recorded(run.path) or {}).get("num_layers", 0) - 1
         raise _refuse(
             run,
             "it steers layer 0, and llama.cpp cannot add a vector after layer 0 (its direction.N "
             "goes after layer N >= 1)",
-            "train with adapter.layers=1: (every layer but the first) to export for llama.cpp",
+            "train every layer but the first to export for llama.cpp: adapter.layers="
+            + (f"1-{last}" if last > 0 else "'1:'"),
         )
     kept = {layer: v for layer, v in vectors.items() if layer != 0}
     if not kept:
