@@ -39,23 +39,33 @@ def _train(root: Path, name: str, method: str, **sections) -> Path:
     return out
 
 
+RUNS = {  # name -> (method, recipe sections)
+    "lora": ("lora", {"lora": {"lr": 5e-2}}),
+    "joint": ("joint", {"lora": {"lr": 5e-2}}),
+    "sft": ("sft", {"train": {"lr": 1e-2}}),
+    "vector": ("postblock-vector", {"adapter": {"layers": "1:"}}),
+    "vector-layer0": ("postblock-vector", {}),
+    "vector-last": ("postblock-vector", {"adapter": {"layers": "1:", "positions": "last_prompt"}}),
+    "lowrank": ("postblock", {"adapter": {"layers": "1:"}}),
+}
+
+
+class _Runs(dict):
+    """Tiny trained runs, each trained the first time a test asks for it."""
+
+    def __init__(self, root: Path):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, name: str) -> Path:
+        method, sections = RUNS[name]
+        self[name] = _train(self.root, name, method, **sections)
+        return self[name]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """One tiny trained run per kind the formats care about."""
-    root = tmp_path_factory.mktemp("export-runs")
-    lora = {"lr": 5e-2}
-    last_prompt = {"positions": "last_prompt"}
-    return {
-        "lora": _train(root, "lora", "lora", lora=lora),
-        "joint": _train(root, "joint", "joint", lora=lora),
-        "sft": _train(root, "sft", "sft", train={"lr": 1e-2}),
-        "vector": _train(root, "vector", "postblock-vector", adapter={"layers": "1:"}),
-        "vector-layer0": _train(root, "vector-layer0", "postblock-vector"),
-        "vector-last": _train(
-            root, "vector-last", "postblock-vector", adapter={"layers": "1:", **last_prompt}
-        ),
-        "lowrank": _train(root, "lowrank", "postblock", adapter={"layers": "1:"}),
-    }
+    return _Runs(tmp_path_factory.mktemp("export-runs"))
 
 
 def _export(run: Path, fmt: str, out: Path, *extra: str):
