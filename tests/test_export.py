@@ -198,6 +198,10 @@ def test_llama_cpp_control_vector_reads_back_with_gguf(runs, tmp_path):
     result = _export(runs["vector"], "llama-cpp", out)
     assert result.exit_code == 0, result.output
     assert f"--control-vector {out}/control_vector.gguf" in result.output
+    again = _export(runs["vector"], "llama-cpp", out, "--overwrite", "--json")
+    assert again.exit_code == 0, again.output
+    record = json.loads(again.stdout)
+    assert record["files"] == ["control_vector.gguf"] and record["format"] == "llama-cpp"
     reader = GGUFReader(out / "control_vector.gguf")
 
     def field(name):

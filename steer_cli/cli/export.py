@@ -28,6 +28,10 @@ def export(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")
     ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print {run, format, output, files, notes} as JSON."),
+    ] = False,
 ) -> None:
     """Export a run for another engine: transformers/vLLM/TGI (merged), peft, llama.cpp.
 
@@ -35,6 +39,13 @@ def export(
     from steer_cli.export import export as run_export
 
     lines = run_export(run, format_, output, overwrite=overwrite)
+    if as_json:
+        import json
+
+        files = sorted(str(p.relative_to(output)) for p in output.rglob("*") if p.is_file())
+        record = {"run": str(run), "format": format_, "output": str(output), "files": files}
+        typer.echo(json.dumps({**record, "notes": lines}))
+        return
     typer.echo(f"written: {output} ({format_})")
     for line in lines:
         typer.echo(f"  {line}")
