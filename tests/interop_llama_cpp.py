@@ -21,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from llama_cpp_cvec import read_control_vector
 
@@ -31,7 +32,8 @@ STEER = [sys.executable, "-m", "steer_cli"]
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "methods" / "postblock-vector.yaml"
 PROMPTS = 24
 MAX_NEW_TOKENS = 24
-MIN_AGREEMENT = 0.75  # share of prompts whose steered continuations are identical
+MIN_AGREEMENT = 0.6  # share of prompts whose steered continuations are identical
+MAX_KL_RATIO = 2.0  # steered KL / base KL (the quantisation's own)
 
 
 def _steer(*args: str, timeout: int = 3600) -> str:
@@ -62,6 +64,7 @@ def _llama_cpp_model():
     return llama_cpp.Llama(
         model_path=str(_smollm2_gguf_dir() / _SMOLLM2_GGUF),
         n_ctx=1024,
+        logits_all=True,  # teacher-forced log-probabilities at every position
         n_threads=os.cpu_count() or 2,
         seed=0,
         verbose=False,
@@ -95,6 +98,36 @@ def _greedy(llm, prompt_ids: list[int], stop: set[int]) -> list[int]:
             break
         out.append(token)
     return out
+
+
+def _llama_cpp_logprobs(llm, ids: list[int]) -> np.ndarray:
+    llm.reset()
+    llm.eval(ids)
+    return _log_softmax(np.asarray(llm.scores[: len(ids)], dtype=np.float64))
+
+
+def _steer_logprobs(model, ids: list[int]) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0]
+    return _log_softmax(logits.double().numpy())
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def _compare(steer: list[np.ndarray], llama: list[np.ndarray]) -> tuple[float, float]:
+    """Over every teacher-forced position: mean KL(steer || llama.cpp) of the next-token
+    distributions, and how often their top-1 tokens agree."""
+    kl, top1, n = 0.0, 0, 0
+    for p, q in zip(steer, llama, strict=True):
+        kl += float((np.exp(p) * (p - q)).sum())
+        top1 += int((p.argmax(-1) == q.argmax(-1)).sum())
+        n += p.shape[0]
+    return kl / n, top1 / n
 
 
 def _agreement(a: list[str], b: list[str]) -> float:
@@ -136,8 +169,21 @@ def test_llama_cpp_runs_the_exported_control_vector_like_steer(run_dir, tmp_path
 
     _set_control_vector(llm, control_vector)
     with_vector = continuations()
+    # Teacher-forced: every prompt followed by its steered continuation, through both engines.
+    sequences = [
+        p + tokenizer.encode(c, add_special_tokens=False) for p, c in zip(ids, steered, strict=True)
+    ]
+    llama_steered = [_llama_cpp_logprobs(llm, seq) for seq in sequences]
     _set_control_vector(llm, None)
     without = continuations()
+    llama_base = [_llama_cpp_logprobs(llm, seq) for seq in sequences]
+    with target.evaluating():
+        steer_steered = [_steer_logprobs(target.model, seq) for seq in sequences]
+    with target.base() as base_target:
+        steer_base = [_steer_logprobs(base_target.model, seq) for seq in sequences]
+    kl_steered, top1_steered = _compare(steer_steered, llama_steered)
+    kl_base, top1_base = _compare(steer_base, llama_base)
+    kl_off, top1_off = _compare(steer_steered, llama_base)
 
     figures = {
         "prompts": len(prompts),
@@ -146,10 +192,18 @@ def test_llama_cpp_runs_the_exported_control_vector_like_steer(run_dir, tmp_path
         "llama.cpp alone = steer's steered": _agreement(without, steered),
         "the vector changed llama.cpp's output": 1 - _agreement(with_vector, without),
         "steer's adapter changed steer's output": 1 - _agreement(steered, base),
+        "positions (teacher-forced)": sum(len(seq) for seq in sequences),
+        "KL(steer steered || llama.cpp+vector)": kl_steered,
+        "KL(steer base || llama.cpp alone)": kl_base,
+        "KL(steer steered || llama.cpp alone)": kl_off,
+        "top-1 agreement, steered / base / steered vs llama.cpp alone": (
+            f"{top1_steered:.3f} / {top1_base:.3f} / {top1_off:.3f}"
+        ),
     }
-    print("\nllama.cpp interop (greedy, exact continuation match):")
+    print("\nllama.cpp interop (greedy continuations: share of prompts matching exactly;")
+    print("teacher-forced steered continuations: next-token KL per position, top-1 agreement):")
     for name, value in figures.items():
-        print(f"  {name}: {value:.2f}" if isinstance(value, float) else f"  {name}: {value}")
+        print(f"  {name}: {value:.4g}" if isinstance(value, float) else f"  {name}: {value}")
     for i in range(min(3, len(prompts))):
         print(f"  e.g. steer {steered[i]!r} | llama.cpp {with_vector[i]!r} | base {base[i]!r}")
 
@@ -160,3 +214,7 @@ def test_llama_cpp_runs_the_exported_control_vector_like_steer(run_dir, tmp_path
         figures["steered: llama.cpp+vector = steer generate"]
         > figures["llama.cpp alone = steer's steered"]
     )
+    # The vector where steer puts it leaves only the quantisation's own difference (the base
+    # model's, measured without a vector on both sides); a vector one layer off does not.
+    assert kl_steered <= MAX_KL_RATIO * kl_base, (kl_steered, kl_base)
+    assert kl_off > 10 * kl_steered
