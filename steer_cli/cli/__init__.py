@@ -5,7 +5,7 @@ from its own module, in the order ``steer --help`` lists them.
 """
 
 # isort: off
-from steer_cli.cli import train, generate, serve, evaluate, oracle, compare, catalogue  # noqa: F401
+from steer_cli.cli import train, generate, serve, evaluate, oracle, compare, export, catalogue  # noqa: F401
 from steer_cli.cli.app import app, main
 
 # isort: on
