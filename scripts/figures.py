@@ -4,6 +4,7 @@
     python scripts/figures.py --repeat 2  # also retrain the first seed: the same adapter bytes?
     python scripts/figures.py --set model.name=tiny-llama --set train.max_steps=2 --keep DIR
     python scripts/figures.py --only grpo --write   # GRPO on top of a quickstart adapter
+    python scripts/figures.py --only dpo --start runs/quickstart --write   # DPO, from a run
 
 Runs what a newcomer runs (``steer train recipes/quickstart.yaml``, in a fresh process, with a
 fresh model cache so the one-time conversion is timed too) once per seed (``--seeds``, default 3:
@@ -12,9 +13,11 @@ files, and renders the README block between ``<!-- figures:quickstart -->`` and
 ``<!-- /figures -->``. Without ``--write`` it only prints the lines that differ. Run it on the
 locked stack (``make install``) whenever a change touches training, generation, data or models.
 ``--set KEY=VALUE`` overrides every run (a smoke test on a tiny model; never written to README).
-The GRPO figure (``<!-- figures:grpo -->``) refines the quickstart's first seed by
-``recipes/grpo-listops.yaml`` (``train.init_from``) once per seed; ``--only grpo`` trains that
-start itself (or takes ``--start RUN``).
+The GRPO and DPO figures (``<!-- figures:grpo -->``, ``<!-- figures:dpo -->``) refine the
+quickstart's first seed by ``recipes/grpo-listops.yaml`` and ``recipes/dpo-listops.yaml``
+(``train.init_from``) once per seed, and print the gain with its 95% interval over the seeds;
+``--only grpo`` (or ``dpo``) trains that start itself or takes ``--start RUN``, a run of the
+quickstart recipe as it stands.
 
 Why seeds: the same seed gives the same adapter bytes on one machine with one thread count, but
 not across machines. Another CPU takes other kernel code paths (torch's AVX2 or AVX-512 kernels,
@@ -179,78 +182,142 @@ def render(m: dict) -> str:
     return "\n".join([BEGIN, wrap(setting, 100), "", *table, "", wrap(prose, 100), END])
 
 
-# -- GRPO on top of the quickstart ---------------------------------------------------------------
+# -- GRPO and DPO on top of the quickstart -------------------------------------------------------
 
-GRPO_RECIPE = ROOT / "recipes" / "grpo-listops.yaml"
-GRPO_BEGIN = "<!-- figures:grpo -->"
-REWARD_STEPS = 5  # the reward's first and last steps, averaged over seeds
+REFINED = {  # figure -> (recipe, README block, what the recipe does)
+    "grpo": (ROOT / "recipes" / "grpo-listops.yaml", "<!-- figures:grpo -->", "GRPO"),
+    "dpo": (ROOT / "recipes" / "dpo-listops.yaml", "<!-- figures:dpo -->", "DPO"),
+}
+REWARD_STEPS = 5  # GRPO: the reward's first and last steps, averaged over seeds
 
 
-def measure_grpo(work: Path, seeds: list[int], overrides: list[str], start: Path | None) -> dict:
-    """Refine one quickstart adapter (``start``, or seed 42's trained here) by GRPO once per
-    seed, and gather the figures the README prints."""
+def measure_refined(
+    figure: str, work: Path, seeds: list[int], overrides: list[str], start: Path
+) -> dict:
+    """Refine one quickstart adapter (``start``) by ``figure``'s recipe once per seed, and
+    gather the figures the README prints."""
+    recipe = REFINED[figure][0]
     env = {**os.environ, "NO_COLOR": "1"}
-    steer = [sys.executable, "-m", "steer_cli", "train"]
-    if start is None:
-        start = work / "start"
-        _run([*steer, str(RECIPE), *overrides, "eval.before=false", "-o", str(start)], env)
-    runs = {seed: work / f"grpo-{seed}" for seed in seeds}
+    steer = [sys.executable, "-m", "steer_cli", "train", str(recipe), *overrides]
+    runs = {seed: work / f"{figure}-{seed}" for seed in seeds}
     walls = []
     for i, (seed, run) in enumerate(runs.items()):
         extra = [] if i == 0 else ["eval.before=false"]  # the start is the same for all
-        command = [*steer, str(GRPO_RECIPE), *overrides, f"train.init_from={start}"]
-        walls.append(_run([*command, f"train.seed={seed}", *extra, "-o", str(run)], env)[0])
+        command = [*steer, f"train.init_from={start}", f"train.seed={seed}", *extra]
+        walls.append(_run([*command, "-o", str(run)], env)[0])
     results = {seed: json.loads((run / "results.json").read_text()) for seed, run in runs.items()}
-    steps = {
-        seed: [json.loads(x) for x in _lines(run / "metrics.jsonl")] for seed, run in runs.items()
-    }
-    rewards = [[x["reward"] for x in lines] for lines in steps.values()]
     first = results[seeds[0]]
-    return {
+    measured = {
+        "figure": figure,
         "results": first,
         "config": yaml.safe_load((runs[seeds[0]] / "config.yaml").read_text()),
         "seeds": seeds,
         "before": first["eval"]["before"]["accuracy"],
         "accuracy": {seed: results[seed]["eval"]["after"]["accuracy"] for seed in seeds},
-        "reward_first": statistics.mean(r for run in rewards for r in run[:REWARD_STEPS]),
-        "reward_last": statistics.mean(r for run in rewards for r in run[-REWARD_STEPS:]),
         "wall_seconds": statistics.mean(walls),
         "cores": os.cpu_count(),
         "versions": ", ".join(f"{p} {version(p).split('+')[0]}" for p in ("torch", "transformers")),
     }
+    if figure == "grpo":
+        rewards = [
+            [json.loads(x)["reward"] for x in _lines(r / "metrics.jsonl")] for r in runs.values()
+        ]
+        measured["reward_first"] = statistics.mean(r for run in rewards for r in run[:REWARD_STEPS])
+        measured["reward_last"] = statistics.mean(r for run in rewards for r in run[-REWARD_STEPS:])
+    else:
+        pairs = [results[seed]["eval"]["preferences"] for seed in seeds]
+        measured["pairs"] = pairs[0]["pairs"]
+        measured["pair_accuracy"] = statistics.mean(p["reward_accuracy"] for p in pairs)
+        measured["pair_margin"] = statistics.mean(p["reward_margin"] for p in pairs)
+    return measured
 
 
-def render_grpo(m: dict) -> str:
+def gain_interval(before: float, after: list[float]) -> tuple[float, float, float]:
+    """The mean gain over seeds (points) and its 95% t-interval over seeds (scipy). The seeds
+    share the start and the test items, so this is the spread of training, not of the items."""
+    from scipy import stats
+
+    gains = [100 * (a - before) for a in after]
+    mean = statistics.mean(gains)
+    half = stats.t.ppf(0.975, len(gains) - 1) * statistics.stdev(gains) / len(gains) ** 0.5
+    return mean, mean - half, mean + half
+
+
+def render_refined(m: dict) -> str:
     r, c, seeds = m["results"], m["config"], m["seeds"]
-    g, t = c["grpo"], c["train"]
-    mean, std = spread([100 * m["accuracy"][s] for s in seeds])
-    each = ", ".join(f"{100 * m['accuracy'][s]:.1f}%" for s in seeds)
+    recipe, begin, name = REFINED[m["figure"]]
+    t = c["train"]
+    after = [m["accuracy"][s] for s in seeds]
+    mean, std = spread([100 * a for a in after])
+    gain, low, high = gain_interval(m["before"], after)
+    each = ", ".join(f"{100 * a:.1f}%" for a in after)
     total = r["eval"]["after"]["total"]
+    start_seed = yaml.safe_load(RECIPE.read_text())["train"]["seed"]
+    if m["figure"] == "grpo":
+        g = c["grpo"]
+        how = (
+            f"{r['steps']} optimizer steps of {t['batch_size']} prompts x {g['group_size']} "
+            f"samples (temperature {g['temperature']:g}, at most {g['max_new_tokens']} new "
+            "tokens), rewarded 1 when the `<answer>` parser reads the right value"
+        )
+        extra = (
+            f"The samples' mean reward went from {m['reward_first']:.2f} (first "
+            f"{REWARD_STEPS} steps) to {m['reward_last']:.2f} (last {REWARD_STEPS}). "
+        )
+    else:
+        how = (
+            f"{r['steps']} optimizer steps of {t['batch_size']} preference pairs (the right "
+            f"answer chosen, a wrong one rejected; beta {c['dpo']['beta']:g})"
+        )
+        extra = (
+            f"On {m['pairs']} held-out pairs the trained adapter ranks "
+            f"{100 * m['pair_accuracy']:.0f}% right, with a mean reward margin of "
+            f"{m['pair_margin']:+.2f} (means over seeds). "
+        )
+    verdict = (
+        "larger than its interval over seeds"
+        if low > 0
+        else "not larger than its interval over seeds: no gain shown at this scale"
+        if high > 0
+        else "a loss"
+    )
     setting = (
-        f"GRPO on top (`recipes/grpo-listops.yaml`): the quickstart's adapter (seed "
-        f"{yaml.safe_load(RECIPE.read_text())['train']['seed']}) refined with verifiable "
-        f"rewards, seeds {_seeds(seeds)}, each {r['steps']} optimizer steps of "
-        f"{t['batch_size']} prompts x {g['group_size']} samples (temperature "
-        f"{g['temperature']:g}, at most {g['max_new_tokens']} new tokens), rewarded 1 when the "
-        "`<answer>` parser reads the right value:"
+        f"{name} on top (`{recipe.relative_to(ROOT)}`): the quickstart's adapter (seed "
+        f"{start_seed}) refined once per seed ({_seeds(seeds)}), each {how}:"
     )
     table = [
         f"| | accuracy on {total} test expressions |",
         "|---|---|",
-        f"| the quickstart's adapter, where GRPO starts | {100 * m['before']:.1f}% |",
-        f"| **after GRPO**, mean ± std over {len(seeds)} seeds | **{mean:.1f}% ± {std:.1f}** "
+        f"| the quickstart's adapter, where {name} starts | {100 * m['before']:.1f}% |",
+        f"| **after {name}**, mean ± std over {len(seeds)} seeds | **{mean:.1f}% ± {std:.1f}** "
         f"({each}) |",
+        f"| gain, with its 95% t-interval over the seeds | {gain:+.1f} points [{low:+.1f}, "
+        f"{high:+.1f}] |",
     ]
     prose = (
-        f"The samples' mean reward went from {m['reward_first']:.2f} (first {REWARD_STEPS} "
-        f"steps) to {m['reward_last']:.2f} (last {REWARD_STEPS}). Measured by `python "
-        f"scripts/figures.py --only grpo --write` ({m['versions']}, {m['cores']} CPU cores): "
-        f"a GRPO run took {_minutes(m['wall_seconds'])} on average, evaluations included. "
-        "Reproduce it: `steer train recipes/quickstart.yaml -o runs/quickstart`, then "
-        "`steer train recipes/grpo-listops.yaml`."
+        f"The gain is {verdict}. The seeds share the start and the {total} test items, so the "
+        "interval counts training's spread, not the items' (their binomial standard error is "
+        f"about {100 * (m['before'] * (1 - m['before']) / total) ** 0.5:.1f} points). {extra}"
+        f"Measured by `python scripts/figures.py --only {m['figure']} --write` ({m['versions']}, "
+        f"{m['cores']} CPU cores): a {name} run took {_minutes(m['wall_seconds'])} on average, "
+        "evaluations included. Reproduce it: `steer train recipes/quickstart.yaml -o "
+        f"runs/quickstart`, then `steer train {recipe.relative_to(ROOT)}`."
     )
     wrap = textwrap.fill
-    return "\n".join([GRPO_BEGIN, wrap(setting, 100), "", *table, "", wrap(prose, 100), END])
+    return "\n".join([begin, wrap(setting, 100), "", *table, "", wrap(prose, 100), END])
+
+
+def _is_quickstart(run: Path) -> bool:
+    """Whether ``run`` trained the quickstart recipe as it stands (its evaluation before aside),
+    so a figure may start from it instead of training it again."""
+    from steer_cli.recipe import load_recipe
+
+    def plain(recipe) -> dict:
+        dumped = recipe.model_dump()
+        dumped["eval"].pop("before", None)
+        return dumped
+
+    return plain(load_recipe(run / "config.yaml")) == plain(load_recipe(RECIPE))
 
 
 def _update(readme: str, begin: str, new: str) -> str:
@@ -277,16 +344,20 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets")
     parser.add_argument("--keep", type=Path, help="train into this new directory and keep it")
     parser.add_argument(
-        "--only", choices=["quickstart", "grpo"], help="one figure (default: both, in order)"
+        "--only",
+        choices=["quickstart", *REFINED],
+        help="one figure (default: all, in order)",
     )
-    parser.add_argument("--start", type=Path, help="grpo: the quickstart run to start from")
+    parser.add_argument(
+        "--start", type=Path, help="grpo, dpo: the quickstart run they start from (seed 42's)"
+    )
     args = parser.parse_args()
     if args.seeds < 2:
         sys.exit("figures: --seeds must be at least 2 (a std needs two)")
     if args.write and (args.sets or args.seeds < README_SEEDS):
         sys.exit(f"figures: --write takes the recipe as it is and at least {README_SEEDS} seeds")
-    if args.write and args.start:
-        sys.exit("figures: --write trains the quickstart GRPO starts from; drop --start")
+    if args.write and args.start and not _is_quickstart(args.start):
+        sys.exit(f"figures: --write needs --start to be a run of {RECIPE.name} as it stands")
     if args.keep and args.keep.exists():
         sys.exit(f"figures: --keep {args.keep} exists; name a new directory")
     first = yaml.safe_load(RECIPE.read_text())["train"]["seed"]
@@ -300,8 +371,9 @@ def main() -> None:
 
 
 def _figures(args, work: Path, seeds: list[int]) -> None:
-    """Measure and render the figures ``args`` ask for, in ``work``; GRPO starts from the
-    quickstart figure's first seed when both are measured."""
+    """Measure and render the figures ``args`` ask for, in ``work``; GRPO and DPO start from
+    the quickstart figure's first seed when it is measured too, else from ``--start`` or a
+    quickstart trained here."""
     readme = README.read_text()
     start = args.start
     measured = None
@@ -309,9 +381,15 @@ def _figures(args, work: Path, seeds: list[int]) -> None:
         measured = measure(work, seeds, max(1, args.repeat), args.sets)
         readme = _update(readme, BEGIN, render(measured))
         start = work / f"seed-{seeds[0]}"
-    if args.only in (None, "grpo"):
-        grpo = measure_grpo(work, seeds, args.sets, start)
-        readme = _update(readme, GRPO_BEGIN, render_grpo(grpo))
+    for figure in REFINED:
+        if args.only not in (None, figure):
+            continue
+        if start is None:
+            start = work / "start"
+            command = [sys.executable, "-m", "steer_cli", "train", str(RECIPE), *args.sets]
+            _run([*command, "eval.before=false", "-o", str(start)], {**os.environ})
+        refined = measure_refined(figure, work, seeds, args.sets, start)
+        readme = _update(readme, REFINED[figure][1], render_refined(refined))
     if args.write and readme != README.read_text():
         from steer_cli.atomic import write_text
 
