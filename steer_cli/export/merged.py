@@ -27,8 +27,8 @@ def check(run) -> None:
         raise SteerError(
             f"cannot export {run.path} as merged: a {run.recipe.method} run has no weights to "
             "merge (its adapter edits hidden states while the model runs)",
-            "export it with --format llama-cpp (a constant block-output vector), or run it "
-            "with steer itself (steer generate)",
+            "serve it with steer (steer serve, steer generate); a postblock-vector run with "
+            "positions all also exports to llama.cpp (--format llama-cpp)",
         )
 
 
