@@ -163,10 +163,12 @@ def needs_reference(recipe) -> bool:
 
 
 def objective_for(recipe, parts, base: nn.Module | None = None, *, task=None, tokenizer=None):
-    """The recipe's objective for ``parts``. Its reference, when it needs one, is the model with
-    the parts disabled, or ``base``: a frozen copy of the model made before its weights train
-    (full fine-tuning, which has no base left to disable). GRPO rewards with ``task``'s parser
-    the completions it samples and decodes with ``tokenizer``."""
+    """The recipe's objective for ``parts``. Its reference, when it needs one, is the model as
+    training starts: the parts disabled (they start as the identity), the tensors
+    ``train.init_from`` started them from (``train.reference: start``), or ``base``: a frozen
+    copy of the model made before its weights train (full fine-tuning, which has no base left
+    to disable). GRPO rewards with ``task``'s parser the completions it samples and decodes with
+    ``tokenizer``."""
     from steer_cli.errors import SteerError
 
     objective = recipe.train.objective
@@ -175,7 +177,11 @@ def objective_for(recipe, parts, base: nn.Module | None = None, *, task=None, to
     reference: dict = {}
     if needs_reference(recipe):
         disabled = getattr(parts, "disabled", None)
-        if disabled is not None:
+        if disabled is not None and recipe.train.init_from and recipe.train.reference == "start":
+            from steer_cli.warmstart import StartReference
+
+            reference = {"reference": StartReference(parts)}
+        elif disabled is not None:
             reference = {"reference": disabled}
         elif base is not None:
             reference = {"reference_model": base}

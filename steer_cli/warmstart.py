@@ -5,13 +5,16 @@ The run must be of the recipe's method on the recipe's base model: its recipe is
 any model loads, and its base's fingerprint is checked against the model loaded now. Its
 trained tensors (the adapter's, LoRA's, both, or the whole model for full fine-tuning) are
 copied into the parts the recipe built, which must have the same names and shapes (the same
-rank, layers, site, ...). The reference of DPO and of GRPO's KL stays the model with the parts
-disabled, the base, as TRL's trainers have it for a PEFT model (full fine-tuning: a copy of the
-weights it starts from).
+rank, layers, site, ...). The reference of DPO and of GRPO's KL is the model as training starts
+(``train.reference: start``, the DPO paper's SFT model): :class:`StartReference` puts the
+started tensors back in place for the reference's forward (full fine-tuning: a frozen copy of
+the weights it starts from). ``train.reference: base`` compares with the parts disabled
+instead, as TRL's trainers have it for a PEFT model without ``ref_adapter_name``.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -114,3 +117,27 @@ def start_from(parts, recipe, model: nn.Module) -> None:
             tensor.copy_(theirs[k].to(tensor.device, tensor.dtype))
     del start
     err_console.print(f"starting from the trained parts of {source}", highlight=False)
+
+
+class StartReference:
+    """A context in which ``parts`` hold the tensors they started training from (a copy kept
+    here: an adapter's or LoRA's, a few MB), the reference of a run started from another's.
+    Safe inside the loop: the reference's forward runs under no_grad before the policy's, and
+    every micro-batch's backward ends before the next one swaps."""
+
+    def __init__(self, parts):
+        self.tensors = trained_state(parts)
+        self.start = {k: t.detach().clone() for k, t in self.tensors.items()}
+
+    @contextmanager
+    def __call__(self):
+        with torch.no_grad():
+            now = {k: t.detach().clone() for k, t in self.tensors.items()}
+            for k, tensor in self.tensors.items():
+                tensor.copy_(self.start[k])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for k, tensor in self.tensors.items():
+                    tensor.copy_(now[k])

@@ -477,23 +477,68 @@ def test_full_fine_tuning_starts_from_a_trained_model(tmp_path, rows_file):
         torch.testing.assert_close(ours[key], theirs[key], rtol=1e-5, atol=1e-6)
 
 
-def test_dpo_starts_from_a_trained_adapter(tmp_path, rows_file):
-    """DPO from an SFT adapter: the policy is that adapter, the reference the base (TRL's for a
-    PEFT model), so the first step's loss is no longer log 2."""
+@pytest.mark.parametrize("reference", ["start", "base"])
+def test_dpo_starts_from_a_trained_adapter(tmp_path, rows_file, reference):
+    """DPO from an SFT adapter: the policy is that adapter; the reference is that adapter too
+    (train.reference start, the DPO paper's SFT model), so the first step's loss is log 2 and
+    its margin 0, or the base (train.reference base, TRL's for a PEFT model), so it is not."""
     start = _sft_run(tmp_path, rows_file)
     pairs = tmp_path / "prefs"
     pairs.mkdir()
     for split, n in (("train", 8), ("test", 2)):
         rows = [{"prompt": f"Q{i}: ", "chosen": "yes", "rejected": "no"} for i in range(n)]
         (pairs / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    raw = _raw(rows_file, objective="dpo", max_steps=1)
+    raw = _raw(rows_file, objective="dpo", max_steps=1, reference=reference)
     del raw["grpo"]
     raw["data"]["preferences"] = {"path": str(pairs)}
     cold = train.run(build_recipe(raw), tmp_path / "cold")
     raw["train"]["init_from"] = str(start)
     warm = train.run(build_recipe(raw), tmp_path / "warm")
     assert cold.results["final_loss"] == pytest.approx(math.log(2), abs=1e-6)
-    assert abs(warm.results["final_loss"] - math.log(2)) > 1e-4
+    first = _lines(tmp_path / "warm")[0]
+    if reference == "start":
+        assert warm.results["final_loss"] == pytest.approx(math.log(2), abs=1e-6)
+        assert first["reward_margin"] == pytest.approx(0.0, abs=1e-6)
+    else:
+        assert abs(warm.results["final_loss"] - math.log(2)) > 1e-4
+        assert abs(first["reward_margin"]) > 1e-4
+
+
+@pytest.mark.parametrize("method", ["postblock", "joint-orth"])
+def test_the_start_reference_holds_the_start_only_inside_its_context(tmp_path, rows_file, method):
+    """StartReference: inside, the trained tensors (adapter and LoRA) are the ones training
+    started from; outside, whatever training has made of them since."""
+    from steer_cli.parts import build_parts
+    from steer_cli.warmstart import StartReference, trained_state
+
+    model = load_model("tiny-llama")[0]
+    parts = build_parts(model, build_recipe(_raw(rows_file, method)))
+    tensors = trained_state(parts)
+    with torch.no_grad():
+        for tensor in tensors.values():
+            tensor.normal_()
+    start = {k: t.clone() for k, t in tensors.items()}
+    reference = StartReference(parts)
+    with torch.no_grad():
+        for tensor in tensors.values():
+            tensor.add_(1.0)
+    trained = {k: t.clone() for k, t in tensors.items()}
+    with reference():
+        for k, tensor in tensors.items():
+            assert torch.equal(tensor, start[k]), k
+    for k, tensor in tensors.items():
+        assert torch.equal(tensor, trained[k]), k
+    assert any("lora" in k for k in tensors) == (method == "joint-orth")
+
+
+def test_a_base_reference_for_full_fine_tuning_from_a_run_is_a_short_error(tmp_path, rows_file):
+    raw = _raw(rows_file, "sft", objective="grpo", reference="base", init_from=str(tmp_path))
+    raw["grpo"]["beta"] = 0.1
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    result = runner.invoke(app, ["train", str(recipe), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "train.reference=base" in result.output
 
 
 @pytest.mark.parametrize(

@@ -92,6 +92,13 @@ def _check_objective(recipe: Recipe) -> None:
             f"data.preferences is read by train.objective=dpo, not {recipe.train.objective}",
             "set train.objective=dpo, or drop data.preferences",
         )
+    full = METHODS[recipe.method].kind == "sft"
+    if recipe.train.reference == "base" and recipe.train.init_from and full:
+        raise SteerError(
+            "train.reference=base: full fine-tuning started from a run keeps no base to compare "
+            "with (its reference is a frozen copy of the weights it starts from)",
+            "drop train.reference (start), or train.init_from",
+        )
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -82,6 +82,13 @@ class TrainSection(Strict):
         description="a finished run of this method and model whose trained parts training "
         "starts from (e.g. an SFT adapter for GRPO or DPO); null: their initialisation",
     )
+    reference: Literal["start", "base"] = Field(
+        "start",
+        description="what DPO and GRPO's KL term compare the policy with: start, the model as "
+        "training starts (init_from's trained parts: the DPO paper's SFT reference; without "
+        "init_from the base, as the parts start as the identity); base, the trained parts "
+        "disabled (TRL's default for a PEFT model without ref_adapter_name)",
+    )
     lr: float = Field(2e-3, gt=0, description="learning rate [default: the method's]")
     epochs: float = Field(1.0, gt=0, description="passes over train [default: the task's]")
     max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
