@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from steer_cli.cli.app import app
+from steer_cli.cli.options import Device, Dtype, Force
 
 
 @app.command(name="eval")
@@ -52,12 +53,8 @@ def eval_(
         int | None,
         typer.Option("--max-length", help="Context length in tokens \\[default: the model's]."),
     ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="cpu, cuda, mps \\[default: the run's].")
-    ] = None,
-    dtype: Annotated[
-        str | None, typer.Option(help="auto, float32, bfloat16, float16 \\[default: the run's].")
-    ] = None,
+    device: Device = None,
+    dtype: Dtype = None,
     apply_chat_template: Annotated[
         bool | None,
         typer.Option(
@@ -125,14 +122,7 @@ def eval_(
             "--max-new-tokens", help="Longest answer.", rich_help_panel="AlpacaEval-style"
         ),
     ] = 512,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force",
-            help="Load a run onto a base model with the same shapes but other weights than the "
-            "one it was trained on.",
-        ),
-    ] = False,
+    force: Force = False,
     baseline: Annotated[
         bool,
         typer.Option(

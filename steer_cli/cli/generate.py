@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from steer_cli.cli.app import app
+from steer_cli.cli.options import Device, Dtype, Force
 from steer_cli.errors import SteerError
 
 
@@ -72,20 +73,9 @@ def generate(
         ),
     ] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 8,
-    device: Annotated[
-        str | None, typer.Option(help="cpu, cuda, mps \\[default: the run's].")
-    ] = None,
-    dtype: Annotated[
-        str | None, typer.Option(help="auto, float32, bfloat16, float16 \\[default: the run's].")
-    ] = None,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force",
-            help="Load a run onto a base model with the same shapes but other weights than the "
-            "one it was trained on.",
-        ),
-    ] = False,
+    device: Device = None,
+    dtype: Dtype = None,
+    force: Force = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="JSON lines on stdout (= --output -).")
     ] = False,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from steer_cli.cli.app import app
+from steer_cli.cli.options import Device, Dtype, Force
 
 DEFAULT_MAX_NEW_TOKENS_CAP = 1024
 DEFAULT_MAX_PROMPT_TOKENS = 8192  # where the model's config gives no context length
@@ -55,20 +56,9 @@ def serve(
             "--max-prompt-tokens", min=1, help="Longest prompt \\[default: the model's context]."
         ),
     ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="cpu, cuda, mps \\[default: the run's].")
-    ] = None,
-    dtype: Annotated[
-        str | None, typer.Option(help="auto, float32, bfloat16, float16 \\[default: the run's].")
-    ] = None,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force",
-            help="Load a run onto a base model with the same shapes but other weights than the "
-            "one it was trained on.",
-        ),
-    ] = False,
+    device: Device = None,
+    dtype: Dtype = None,
+    force: Force = False,
     log_level: Annotated[str, typer.Option(help="uvicorn's: info, warning, error.")] = "info",
 ) -> None:
     """Serve a run (or a model) over the OpenAI API: /v1/completions (with logprobs and echo),
