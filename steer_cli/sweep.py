@@ -88,8 +88,22 @@ def plan_lr_trials(recipe: Recipe, grid: list[float]) -> list[Trial]:
 
 
 def plan_seed_trials(recipe: Recipe, lr: float, seeds: list[int]) -> list[Trial]:
+    """One test run per seed at ``lr``. Only the first evaluates the base model before training
+    (when the recipe asks): it is the same model for every seed, and on a task it does not
+    answer in format, generating to the token cap, the dearest evaluation of a run."""
     return [
-        Trial(f"seed-{s}", "seed", lr, s, _with(recipe, train={"lr": lr, "seed": s})) for s in seeds
+        Trial(
+            f"seed-{s}",
+            "seed",
+            lr,
+            s,
+            _with(
+                recipe,
+                train={"lr": lr, "seed": s},
+                eval={"before": recipe.eval.before and k == 0},
+            ),
+        )
+        for k, s in enumerate(seeds)
     ]
 
 

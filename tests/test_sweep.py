@@ -91,6 +91,17 @@ def test_validation_recipe_evaluates_on_the_validation_split(monkeypatch) -> Non
         sweep(build_recipe({}), Path("unused"), run=FakeRun())
 
 
+def test_only_the_first_seed_evaluates_the_base_model() -> None:
+    from steer_cli.sweep import plan_seed_trials
+
+    asked = build_recipe({"eval": {"before": True}})
+    trials = plan_seed_trials(asked, 1e-3, [42, 43, 44])
+    assert [t.recipe.eval.before for t in trials] == [True, False, False]
+    assert [t.recipe.train.seed for t in trials] == [42, 43, 44]
+    unasked = build_recipe({"eval": {"before": False}})
+    assert not any(t.recipe.eval.before for t in plan_seed_trials(unasked, 1e-3, [42, 43]))
+
+
 def test_sweep_on_listops_generator_uses_validation_rows() -> None:
     from steer_cli.data.sources import load_splits
     from steer_cli.data.tasks import task_for
