@@ -5,8 +5,9 @@
 # make docs (regenerate docs/reference/ from the code, then build the site into site/),
 # make test-compat (the engine's contract tests on the newest and the oldest supported stacks),
 # make bench (speed and memory ratios, bench/run.py), make claims (docs/claims.md: the paper's
-# claims with seeds: 15 recipes x (3 LRs + 5 seeds) = 120 trainings, about 4 hours on 2 idle CPU
-# cores; it resumes), make test-interop (llama.cpp running a control vector `steer export` wrote).
+# claims with seeds: 15 recipes x (3 LRs + 5 seeds) = 120 trainings, estimated at 3.5-4 hours on 2
+# idle CPU cores from its first trials, not yet timed end to end; it resumes), make test-interop
+# (llama.cpp running a control vector `steer export` wrote).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q
