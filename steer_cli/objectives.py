@@ -7,8 +7,9 @@ objective says what a batch is made of and what its loss is:
   per supervised token of the effective batch;
 - :class:`DirectPreference` (``dpo``): DPO's sigmoid loss per preference pair, as TRL's
   DPOTrainer computes it (``loss_type="sigmoid"``, its default), with the reference
-  log-probabilities from the same model with the trained parts disabled (adapters, LoRA,
-  both), or from a frozen copy for full fine-tuning, which has no base left to disable;
+  log-probabilities from the model as training starts (the trained parts disabled, or put
+  back as ``train.init_from`` started them), or from a frozen copy for full fine-tuning, which
+  has no base left to disable; plus ``dpo.sft_weight`` times the chosen answer's NLL (RPO);
 - :class:`~steer_cli.rollouts.GroupRelative` (``grpo``): GRPO's clipped surrogate over
   completions it samples and rewards with the task's parser (see :mod:`steer_cli.rollouts`).
 
@@ -72,6 +73,13 @@ def dpo_loss(
     return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
 
 
+def chosen_nll(chosen: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Per pair, the chosen answer's negative log-likelihood per token (``dpo.sft_weight``'s
+    term). TRL's ``sft`` loss type takes the mean over the batch's chosen tokens instead: the
+    same number when the chosen answers are equally long (tests/test_dpo.py)."""
+    return -chosen / tokens.clamp(min=1)
+
+
 PAIR_STATS = ("correct", "margin", "chosen", "rejected")
 
 
@@ -112,8 +120,10 @@ class DirectPreference:
         beta: float,
         reference: Callable[[], AbstractContextManager] = nullcontext,
         reference_model: nn.Module | None = None,
+        sft_weight: float = 0.0,
     ):
         self.beta = beta
+        self.sft_weight = sft_weight
         self.reference = reference
         self.reference_model = reference_model
 
@@ -149,6 +159,9 @@ class DirectPreference:
         logps = sequence_logps(forward, model, inputs, labels, lengths)
         n = logps.shape[0] // 2
         losses, chosen, rejected = dpo_loss(logps[:n], logps[n:], ref[:n], ref[n:], self.beta)
+        if self.sft_weight:
+            tokens = (labels[:n, 1:] != IGNORE_INDEX).sum(1)
+            losses = losses + self.sft_weight * chosen_nll(logps[:n], tokens)
         return losses.sum(), pair_stats(chosen, rejected)
 
     def metrics(self, stats: list[float], units: int) -> dict[str, float]:
@@ -194,7 +207,7 @@ def objective_for(recipe, parts, base: nn.Module | None = None, *, task=None, to
                 + ("" if objective == "dpo" else "; or set grpo.beta=0, TRL's default"),
             )
     if objective == "dpo":
-        return DirectPreference(recipe.dpo.beta, **reference)
+        return DirectPreference(recipe.dpo.beta, sft_weight=recipe.dpo.sft_weight, **reference)
     from steer_cli.rollouts import GroupRelative
 
     budget = recipe.grpo.max_new_tokens or task.max_new_tokens

@@ -26,6 +26,7 @@ from steer_cli.losses import sequence_logps
 from steer_cli.models import load_model
 from steer_cli.objectives import (
     DirectPreference,
+    chosen_nll,
     dpo_loss,
     pair_metrics,
     pair_stats,
@@ -172,16 +173,23 @@ def _trl_dpo():
     return DPOConfig, DPOTrainer
 
 
-def test_the_dpo_loss_and_rewards_are_trls_on_the_same_log_probabilities(tmp_path):
+@pytest.mark.parametrize("sft_weight", [0.0, 0.5])
+def test_the_dpo_loss_and_rewards_are_trls_on_the_same_log_probabilities(tmp_path, sft_weight):
+    """sigmoid, TRL's default; with dpo.sft_weight w, TRL's loss_type [sigmoid, sft] with
+    loss_weights [1, w] (equally long chosen answers: TRL's sft term is a token mean)."""
     DPOConfig, DPOTrainer = _trl_dpo()
-    config = DPOConfig(output_dir=str(tmp_path), report_to=[], bf16=False)
-    assert config.beta == build_recipe({}).dpo.beta == 0.1  # TRL's default is steer's
-    assert list(config.loss_type) == ["sigmoid"]
+    if sft_weight:
+        kinds = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, sft_weight]}
+        config = DPOConfig(output_dir=str(tmp_path), report_to=[], bf16=False, **kinds)
+    else:
+        config = DPOConfig(output_dir=str(tmp_path), report_to=[], bf16=False)
+        assert config.beta == build_recipe({}).dpo.beta == 0.1  # TRL's default is steer's
+        assert list(config.loss_type) == ["sigmoid"]
     pairs, width = 5, 6
     g = torch.Generator().manual_seed(0)
     mask = torch.ones(2 * pairs, width + 1, dtype=torch.long)
     mask[:, :2] = 0  # the prompt
-    mask[3, -2:] = 0  # a shorter completion
+    mask[pairs + 3 if sft_weight else 3, -2:] = 0  # a shorter completion
     token_logps = -torch.rand(2 * pairs, width, generator=g) * 3 * mask[:, 1:]
     ref_logps = -torch.rand(2 * pairs, generator=g) * 10
     ref_logps[2] = token_logps[2].sum() + 0.7  # a pair the policy ranks below the reference
@@ -226,6 +234,7 @@ def test_the_dpo_loss_and_rewards_are_trls_on_the_same_log_probabilities(tmp_pat
         logps[:pairs], logps[pairs:], ref_logps[:pairs], ref_logps[pairs:], config.beta
     )
     ours = pair_metrics(pair_stats(chosen, rejected).tolist(), pairs)
+    losses = losses + sft_weight * chosen_nll(logps[:pairs], mask[:pairs, 1:].sum(1))
     assert losses.mean().item() == pytest.approx(theirs.item(), rel=1e-6)
     assert 0 < ours["reward_accuracy"] < 1  # both kinds of pair are in the batch
     assert ours["reward_accuracy"] == pytest.approx(logged["rewards/accuracies"], rel=1e-6)
@@ -278,6 +287,22 @@ def test_the_reference_is_the_model_with_its_adapters_off(tmp_path, pairs_dir):
     assert trained.results["objective"] == "dpo"
     card = (tmp_path / "run" / CARD).read_text()
     assert "**Objective:** DPO, sigmoid loss, beta 0.1; 4 held-out pairs: 100.0% ranked" in card
+
+
+def test_the_sft_weight_adds_the_chosen_answers_nll_to_the_first_steps_loss(tmp_path, pairs_dir):
+    """dpo.sft_weight w: step 1's loss is log 2 (policy = reference) plus w times the chosen
+    answers' mean per-token NLL, the same amount for each unit of w."""
+    first = {}
+    for w in (0.0, 1.0, 2.0):
+        raw = _raw(pairs_dir, lr=1e-9, max_steps=1)
+        raw["dpo"] = {"sft_weight": w}
+        train.run(build_recipe(raw), tmp_path / f"w{w}")
+        first[w] = json.loads((tmp_path / f"w{w}" / "metrics.jsonl").read_text().splitlines()[0])
+    nll = first[1.0]["loss"] - first[0.0]["loss"]
+    assert first[0.0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert nll > 0.5  # a random tiny model's NLL per token, several nats
+    assert first[2.0]["loss"] - first[1.0]["loss"] == pytest.approx(nll, rel=1e-5)
+    assert first[2.0]["reward_margin"] == first[0.0]["reward_margin"]  # DPO's figures as they were
 
 
 def test_resume_runs_only_the_steps_after_the_checkpoint_to_the_same_bytes(

@@ -54,6 +54,14 @@ class DpoSection(Strict):
         0.1, gt=0, description="how far from the reference the policy may move (TRL's 0.1)"
     )
     loss: Literal[DPO_LOSSES] = Field("sigmoid", description="sigmoid: DPO's -log sigmoid loss")
+    sft_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of a negative log-likelihood term on the chosen answer (per token, "
+        "a mean over pairs) added to the DPO loss: RPO, TRL's loss_type [sigmoid, sft] with "
+        "loss_weights [1, w]; it keeps DPO from lowering the chosen answer with the rejected "
+        "one. 0: DPO alone",
+    )
 
 
 GRPO_SCALINGS = ("group", "none")
