@@ -373,13 +373,14 @@ def main() -> None:
 def _figures(args, work: Path, seeds: list[int]) -> None:
     """Measure and render the figures ``args`` ask for, in ``work``; GRPO and DPO start from
     the quickstart figure's first seed when it is measured too, else from ``--start`` or a
-    quickstart trained here."""
-    readme = README.read_text()
+    quickstart trained here. README.md is read again to write, so two figures measured at
+    once (``--only grpo`` beside ``--only dpo``) each keep the other's block."""
+    blocks = {}
     start = args.start
     measured = None
     if args.only in (None, "quickstart"):
         measured = measure(work, seeds, max(1, args.repeat), args.sets)
-        readme = _update(readme, BEGIN, render(measured))
+        blocks[BEGIN] = render(measured)
         start = work / f"seed-{seeds[0]}"
     for figure in REFINED:
         if args.only not in (None, figure):
@@ -389,8 +390,12 @@ def _figures(args, work: Path, seeds: list[int]) -> None:
             command = [sys.executable, "-m", "steer_cli", "train", str(RECIPE), *args.sets]
             _run([*command, "eval.before=false", "-o", str(start)], {**os.environ})
         refined = measure_refined(figure, work, seeds, args.sets, start)
-        readme = _update(readme, REFINED[figure][1], render_refined(refined))
-    if args.write and readme != README.read_text():
+        blocks[REFINED[figure][1]] = render_refined(refined)
+    old = README.read_text()
+    readme = old
+    for begin, block in blocks.items():
+        readme = _update(readme, begin, block)
+    if args.write and readme != old:
         from steer_cli.atomic import write_text
 
         write_text(README, readme)
