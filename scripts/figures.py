@@ -5,6 +5,7 @@
     python scripts/figures.py --set model.name=tiny-llama --set train.max_steps=2 --keep DIR
     python scripts/figures.py --only grpo --write   # GRPO on top of a quickstart adapter
     python scripts/figures.py --only dpo --start runs/quickstart --write   # DPO, from a run
+    python scripts/figures.py --only dpo --start runs/quickstart --keep D --resume   # go on
 
 Runs what a newcomer runs (``steer train recipes/quickstart.yaml``, in a fresh process, with a
 fresh model cache so the one-time conversion is timed too) once per seed (``--seeds``, default 3:
@@ -200,12 +201,14 @@ def measure_refined(
     env = {**os.environ, "NO_COLOR": "1"}
     steer = [sys.executable, "-m", "steer_cli", "train", str(recipe), *overrides]
     runs = {seed: work / f"{figure}-{seed}" for seed in seeds}
-    walls = []
     for i, (seed, run) in enumerate(runs.items()):
+        if (run / "results.json").exists():  # --resume: finished before, kept
+            continue
         extra = [] if i == 0 else ["eval.before=false"]  # the start is the same for all
         command = [*steer, f"train.init_from={start}", f"train.seed={seed}", *extra]
-        walls.append(_run([*command, "-o", str(run)], env)[0])
+        _run([*command, "-o", str(run)], env)
     results = {seed: json.loads((run / "results.json").read_text()) for seed, run in runs.items()}
+    walls = [r["wall_seconds"] for r in results.values()]
     first = results[seeds[0]]
     measured = {
         "figure": figure,
@@ -227,7 +230,7 @@ def measure_refined(
     else:
         pairs = [results[seed]["eval"]["preferences"] for seed in seeds]
         measured["pairs"] = pairs[0]["pairs"]
-        measured["pair_accuracy"] = statistics.mean(p["reward_accuracy"] for p in pairs)
+        measured["pair_accuracy"] = statistics.mean(p["accuracy"] for p in pairs)
         measured["pair_margin"] = statistics.mean(p["reward_margin"] for p in pairs)
     return measured
 
@@ -349,6 +352,11 @@ def main() -> None:
         help="one figure (default: all, in order)",
     )
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="grpo, dpo: keep the runs an interrupted --keep DIR finished, train the rest",
+    )
+    parser.add_argument(
         "--start", type=Path, help="grpo, dpo: the quickstart run they start from (seed 42's)"
     )
     args = parser.parse_args()
@@ -358,12 +366,14 @@ def main() -> None:
         sys.exit(f"figures: --write takes the recipe as it is and at least {README_SEEDS} seeds")
     if args.write and args.start and not _is_quickstart(args.start):
         sys.exit(f"figures: --write needs --start to be a run of {RECIPE.name} as it stands")
-    if args.keep and args.keep.exists():
+    if args.resume and not (args.keep and args.keep.is_dir() and args.only in REFINED):
+        sys.exit("figures: --resume takes --only grpo or dpo and the --keep directory to resume")
+    if args.keep and args.keep.exists() and not args.resume:
         sys.exit(f"figures: --keep {args.keep} exists; name a new directory")
     first = yaml.safe_load(RECIPE.read_text())["train"]["seed"]
     seeds = [first + k for k in range(args.seeds)]
     if args.keep:
-        args.keep.mkdir(parents=True)
+        args.keep.mkdir(parents=True, exist_ok=args.resume)
         _figures(args, args.keep, seeds)
     else:
         with tempfile.TemporaryDirectory(prefix="steer-figures-") as work:

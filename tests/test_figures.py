@@ -105,7 +105,25 @@ def test_make_figures_trains_one_fresh_run_per_seed_and_prints_their_spread(smok
     each = ", ".join(f"{s:.1f}%" for s in scores)
     assert f"mean ± std over 3 seeds | **{mean:.1f}% ± {std:.1f}** ({each}) |" in out
     assert "+What it reaches (seeds 42, 43 and 44, each 1 optimizer steps" in out
+    for name in ("GRPO", "DPO"):  # refined from seed 42's run, once per seed
+        assert f"+{name} on top (`recipes/{name.lower()}-listops.yaml`)" in out
+        assert yaml.safe_load((keep / f"{name.lower()}-44" / "config.yaml").read_text())["train"][
+            "init_from"
+        ] == str(keep / "seed-42")
     assert "README.md updated" not in out
+
+
+def test_the_gain_interval_is_scipys_t_interval_over_seeds():
+    from scipy import stats
+
+    after = [0.55, 0.52, 0.60]
+    gain, low, high = figures.gain_interval(0.50, after)
+    gains = [100 * (a - 0.50) for a in after]
+    expected = stats.t.interval(
+        0.95, len(gains) - 1, loc=statistics.fmean(gains), scale=stats.sem(gains)
+    )
+    assert gain == pytest.approx(statistics.fmean(gains))
+    assert (low, high) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
@@ -115,6 +133,7 @@ def test_make_figures_trains_one_fresh_run_per_seed_and_prints_their_spread(smok
         (["--write", "--set", "model=tiny-llama"], "--write takes the recipe as it is and at "),
         (["--seeds", "1"], "--seeds must be at least 2 (a std needs two)"),
         (["--keep", "README.md"], "--keep README.md exists; name a new directory"),
+        (["--resume", "--only", "dpo"], "--resume takes --only grpo or dpo and the --keep"),
     ],
 )
 def test_figures_refuses_what_it_cannot_average_before_training(tmp_path, arguments, message):
