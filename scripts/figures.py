@@ -270,7 +270,8 @@ def render_refined(m: dict) -> str:
     else:
         how = (
             f"{r['steps']} optimizer steps of {t['batch_size']} preference pairs (the right "
-            f"answer chosen, a wrong one rejected; beta {c['dpo']['beta']:g})"
+            f"answer chosen, a wrong one rejected; beta {c['dpo']['beta']:g}, NLL weight "
+            f"{c['dpo'].get('sft_weight', 0.0):g})"
         )
         extra = (
             f"On {m['pairs']} held-out pairs the trained adapter ranks "
