@@ -106,7 +106,9 @@ def test_make_figures_trains_one_fresh_run_per_seed_and_prints_their_spread(smok
     assert f"mean ± std over 3 seeds | **{mean:.1f}% ± {std:.1f}** ({each}) |" in out
     assert "+What it reaches (seeds 42, 43 and 44, each 1 optimizer steps" in out
     for name in ("GRPO", "DPO"):  # refined from seed 42's run, once per seed
-        assert f"+{name} on top (`recipes/{name.lower()}-listops.yaml`)" in out
+        assert f"<!-- figures:{name.lower()} -->" in out  # its block, in a diff or unchanged
+        results = json.loads((keep / f"{name.lower()}-44" / "results.json").read_text())
+        assert results["objective"] == name.lower() and results["steps"] == 1
         assert yaml.safe_load((keep / f"{name.lower()}-44" / "config.yaml").read_text())["train"][
             "init_from"
         ] == str(keep / "seed-42")
